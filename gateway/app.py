@@ -1,0 +1,111 @@
+"""create_app(settings) -> Starlette: routes, middleware, lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gateway import migrations
+from gateway.config import Settings
+from gateway.db import Database
+from gateway.errors import ApiError
+from gateway.middleware import BodyLimitMiddleware, RequestLogMiddleware
+from gateway.openapi import build_openapi
+from gateway.routes import admin, channels, ops
+from gateway.routing import Endpoint
+from gateway.services.channel_config import ChannelConfigService
+from gateway.services.channel_tests import ChannelTests
+from gateway.services.tenants import check_keyring
+
+log = logging.getLogger("gateway")
+VERSION = "0.1.0"
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+def all_endpoints() -> list[Endpoint]:
+    return [*ops.ENDPOINTS, *admin.ENDPOINTS, *channels.ENDPOINTS]
+
+
+class Gateway:
+    """Everything a handler needs, built once per app."""
+
+    def __init__(self, settings: Settings, endpoints: list[Endpoint]) -> None:
+        self.settings = settings
+        self.db = Database(settings.database_path, settings.integer("READ_CONNECTIONS"))
+        self.channels = ChannelConfigService(settings)
+        self.channel_tests = ChannelTests(self.channels)
+        self.openapi = build_openapi(endpoints, "Channel Gateway", VERSION)
+
+    async def start(self) -> None:
+        migrations.apply_migrations(
+            self.settings.database_path,
+            self.settings.migrations_dir,
+            self.settings.migrations_table,
+        )
+        self.db.start()
+        await check_keyring(self.db, self.settings.keyring)
+
+    async def stop(self) -> None:
+        await self.db.close()
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    if exc.status_code == 404:
+        message = f"No route for {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"Method {request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    body: dict[str, Any] = {"error": {"code": code, "message": message, "details": {}}}
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+def create_app(settings: Settings) -> Starlette:
+    endpoints = all_endpoints()
+    gateway = Gateway(settings, endpoints)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    app = Starlette(
+        routes=[ep.route() for ep in endpoints],
+        middleware=[
+            Middleware(RequestLogMiddleware),
+            Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+        ],
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    app.state.endpoints = endpoints
+    return app

@@ -1,0 +1,74 @@
+"""Who is calling: the operator (ADMIN_API_KEY) or a tenant (one of its API keys)."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from datetime import timedelta
+
+from starlette.requests import Request
+
+from gateway.db import Database, TenantDB
+from gateway.errors import Forbidden, Unauthorized
+from gateway.ids import now_iso, parse_iso
+from gateway.services.tenants import hash_key
+from gateway.store import tenants as store
+from gateway.store.tenants import Tenant
+
+# last_used_at is bookkeeping, not an audit log: refreshing it at most once a minute keeps a
+# write off the hot path of every authenticated request.
+_TOUCH_INTERVAL = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class TenantPrincipal:
+    tenant: Tenant
+    key_id: str
+    db: TenantDB
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized(
+            "Missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key"
+        )
+    return token.strip()
+
+
+def _is_admin(token: str, admin_key: str) -> bool:
+    return hmac.compare_digest(token.encode(), admin_key.encode())
+
+
+def require_admin(request: Request, admin_key: str) -> None:
+    token = _bearer(request)
+    if _is_admin(token, admin_key):
+        request.state.principal = "operator"
+        return
+    if token.startswith("cgw_"):
+        raise Forbidden(
+            "This endpoint needs the operator key; a tenant key was sent", code="wrong_key_kind"
+        )
+    raise Unauthorized("Unknown API key", code="unknown_api_key")
+
+
+async def require_tenant(request: Request, db: Database, admin_key: str) -> TenantPrincipal:
+    token = _bearer(request)
+    if _is_admin(token, admin_key):
+        raise Forbidden(
+            "This endpoint needs a tenant API key; the operator key was sent",
+            code="wrong_key_kind",
+        )
+    row = await store.find_key(db, hash_key(token))
+    if row is None or row["revoked_at"] is not None:
+        raise Unauthorized("Unknown or revoked API key", code="unknown_api_key")
+    tenant = Tenant.from_row(row)
+    if tenant.status != "active":
+        raise Forbidden("This tenant is suspended", code="tenant_suspended")
+    now = now_iso()
+    last = row["last_used_at"]
+    if last is None or parse_iso(now) - parse_iso(last) >= _TOUCH_INTERVAL:
+        await store.touch_key(db, row["key_id"], now)
+    request.state.tenant_id = tenant.id
+    return TenantPrincipal(tenant, row["key_id"], TenantDB(db, tenant.id))

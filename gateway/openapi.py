@@ -1,0 +1,123 @@
+"""OpenAPI 3.1 document built from the declared endpoints and their pydantic models."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from gateway.routing import Endpoint
+
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "details"],
+            "properties": {
+                "code": {"type": "string", "examples": ["validation_failed"]},
+                "message": {"type": "string"},
+                "details": {"type": "object"},
+            },
+        }
+    },
+}
+_ERROR_REF = {"$ref": "#/components/schemas/Error"}
+_AUTH_RESPONSES = {
+    "tenant": {401: "Missing or unknown API key", 403: "The operator key was sent"},
+    "admin": {401: "Missing or unknown API key", 403: "A tenant key was sent"},
+    "signature": {403: "Missing or invalid provider signature"},
+    "none": {},
+}
+
+
+def _models(endpoints: list[Endpoint]) -> list[type[BaseModel]]:
+    seen: dict[str, type[BaseModel]] = {}
+    for ep in endpoints:
+        candidates: list[type[BaseModel]] = []
+        if isinstance(ep.body, tuple):
+            candidates.extend(ep.body)
+        elif ep.body is not None:
+            candidates.append(ep.body)
+        if ep.query is not None:
+            candidates.append(ep.query)
+        for model in candidates:
+            seen.setdefault(model.__name__, model)
+    return list(seen.values())
+
+
+def build_openapi(endpoints: list[Endpoint], title: str, version: str) -> dict[str, Any]:
+    models = _models(endpoints)
+    refs, defs = models_json_schema(
+        [(m, "validation") for m in models], ref_template="#/components/schemas/{model}"
+    )
+    schemas: dict[str, Any] = dict(defs.get("$defs", {}))
+    schemas["Error"] = _ERROR
+    ref_of = {m: refs[(m, "validation")] for m in models}
+
+    paths: dict[str, Any] = {}
+    for ep in endpoints:
+        op: dict[str, Any] = {
+            "operationId": ep.handler.__name__,
+            "summary": ep.summary,
+            "tags": list(ep.tags),
+            "responses": {},
+        }
+        if ep.description:
+            op["description"] = ep.description
+        params = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in re.findall(r"{(\w+)}", ep.path)
+        ]
+        if ep.query is not None:
+            query_schema = schemas.get(ep.query.__name__, {})
+            required = set(query_schema.get("required", []))
+            for name, prop in query_schema.get("properties", {}).items():
+                params.append(
+                    {"name": name, "in": "query", "required": name in required, "schema": prop}
+                )
+        if params:
+            op["parameters"] = params
+        if isinstance(ep.body, tuple):
+            schema: dict[str, Any] = {"oneOf": [ref_of[m] for m in ep.body]}
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": schema}},
+            }
+        elif ep.body is not None:
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": ref_of[ep.body]}},
+            }
+        elif ep.form:
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}},
+            }
+        op["responses"][str(ep.status)] = {"description": "Success"}
+        error = {
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+        }
+        extra = {**_AUTH_RESPONSES[ep.auth], **ep.responses}
+        if ep.body is not None:
+            extra.setdefault(400, "Malformed JSON")
+            extra.setdefault(415, "Content-Type is not application/json")
+            extra.setdefault(422, "Invalid fields, each named in details.fields")
+        for status, text in sorted(extra.items()):
+            op["responses"][str(status)] = {"description": text, **error}
+        if ep.auth in ("tenant", "admin"):
+            op["security"] = [{"bearer": []}]
+        paths.setdefault(ep.path, {})[ep.method.lower()] = op
+
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

@@ -1,0 +1,153 @@
+"""Operator endpoints: tenants, their API keys, operator-only channel fields."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from gateway.channel_models import PhoneOperatorConfig, SmsOperatorConfig, TimeZoneName
+from gateway.db import TenantDB
+from gateway.routing import Ctx, Endpoint, json_response
+from gateway.services import tenants as service
+from gateway.store import tenants as store
+from gateway.validation import Slug
+
+
+class TenantCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    slug: Slug
+    timezone: TimeZoneName = "Europe/Paris"
+
+
+class ApiKeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    label: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+
+
+class Page(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    limit: int = Field(50, ge=1, le=200)
+    after: str | None = Field(None, description="Cursor: the last id of the previous page")
+
+
+async def create_tenant(ctx: Ctx) -> Response:
+    body: TenantCreate = ctx.body
+    tenant, key = await service.create_tenant(ctx.gw.db, body.name, body.slug, body.timezone)
+    channels = await ctx.gw.channels.list(TenantDB(ctx.gw.db, tenant.id))
+    return json_response(
+        {
+            "tenant": tenant.public(),
+            "api_key": key["key"],
+            "api_key_id": key["id"],
+            "channels": channels,
+        },
+        status=201,
+    )
+
+
+async def list_tenants(ctx: Ctx) -> Response:
+    page: Page = ctx.query
+    tenants = await store.list_tenants(ctx.gw.db, page.limit + 1, page.after)
+    more = len(tenants) > page.limit
+    tenants = tenants[: page.limit]
+    return json_response(
+        {
+            "tenants": [t.public() for t in tenants],
+            "next_cursor": tenants[-1].id if more else None,
+        }
+    )
+
+
+async def get_tenant(ctx: Ctx) -> Response:
+    tenant = await service.require_tenant(ctx.gw.db, ctx.param("tenant_id"))
+    keys = await store.list_api_keys(ctx.gw.db, tenant.id)
+    channels = await ctx.gw.channels.list(TenantDB(ctx.gw.db, tenant.id))
+    return json_response({"tenant": tenant.public(), "api_keys": keys, "channels": channels})
+
+
+async def create_api_key(ctx: Ctx) -> Response:
+    body: ApiKeyCreate = ctx.body
+    tenant = await service.require_tenant(ctx.gw.db, ctx.param("tenant_id"))
+    key = await service.create_api_key(ctx.gw.db, tenant.id, body.label)
+    return json_response(key, status=201)
+
+
+async def revoke_api_key(ctx: Ctx) -> Response:
+    tenant = await service.require_tenant(ctx.gw.db, ctx.param("tenant_id"))
+    await service.revoke_api_key(ctx.gw.db, tenant.id, ctx.param("key_id"))
+    return Response(status_code=204)
+
+
+async def operator_channel_config(ctx: Ctx) -> Response:
+    tenant = await service.require_tenant(ctx.gw.db, ctx.param("tenant_id"))
+    view = await ctx.gw.channels.operator_update(
+        TenantDB(ctx.gw.db, tenant.id), ctx.param("channel_type"), ctx.body
+    )
+    return json_response(view)
+
+
+ENDPOINTS = [
+    Endpoint(
+        "POST",
+        "/admin/tenants",
+        create_tenant,
+        "admin",
+        "Create a tenant",
+        tags=["operator"],
+        body=TenantCreate,
+        status=201,
+        description="Creates the tenant, its four channel rows (disabled) and a first API "
+        "key, which is returned once and never again.",
+    ),
+    Endpoint(
+        "GET",
+        "/admin/tenants",
+        list_tenants,
+        "admin",
+        "List tenants",
+        tags=["operator"],
+        query=Page,
+    ),
+    Endpoint(
+        "GET",
+        "/admin/tenants/{tenant_id}",
+        get_tenant,
+        "admin",
+        "A tenant with its keys and channels",
+        tags=["operator"],
+    ),
+    Endpoint(
+        "POST",
+        "/admin/tenants/{tenant_id}/api-keys",
+        create_api_key,
+        "admin",
+        "Issue an API key (shown once)",
+        tags=["operator"],
+        body=ApiKeyCreate,
+        status=201,
+    ),
+    Endpoint(
+        "DELETE",
+        "/admin/tenants/{tenant_id}/api-keys/{key_id}",
+        revoke_api_key,
+        "admin",
+        "Revoke an API key",
+        tags=["operator"],
+        status=204,
+    ),
+    Endpoint(
+        "PUT",
+        "/admin/tenants/{tenant_id}/channels/{channel_type}/config",
+        operator_channel_config,
+        "admin",
+        "Set operator-only channel fields",
+        tags=["operator"],
+        body=(PhoneOperatorConfig, SmsOperatorConfig),
+        description="JSON merge patch of the operator-only fields: phone "
+        "(vapi_assistant_id, vapi_phone_number_id, dedicated_numbers, price_per_minute) "
+        "and sms (sender, price_per_segment).",
+    ),
+]

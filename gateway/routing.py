@@ -1,0 +1,109 @@
+"""Declared endpoints: each route says its auth, its request models and its docs, so the
+same declaration validates requests and generates the OpenAPI document."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.auth import TenantPrincipal, require_admin, require_tenant
+from gateway.errors import UnsupportedMediaType, ValidationFailed
+from gateway.validation import parse_json, validate_model
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+Auth = Literal["tenant", "admin", "none", "signature"]
+_JSON_TYPE = re.compile(r"^application/([\w.+-]+\+)?json\s*(;.*)?$", re.IGNORECASE)
+
+
+@dataclass
+class Ctx:
+    request: Request
+    gw: Gateway
+    body: Any = None
+    query: Any = None
+    principal: TenantPrincipal | None = None
+
+    @property
+    def tenant(self) -> TenantPrincipal:
+        assert self.principal is not None, "endpoint declared without tenant auth"
+        return self.principal
+
+    def param(self, name: str) -> str:
+        value: str = self.request.path_params[name]
+        return value
+
+
+Handler = Callable[[Ctx], Awaitable[Response]]
+
+
+@dataclass
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    auth: Auth
+    summary: str
+    tags: Sequence[str] = ()
+    body: type[BaseModel] | tuple[type[BaseModel], ...] | None = None
+    query: type[BaseModel] | None = None
+    form: bool = False
+    status: int = 200
+    responses: dict[int, str] = field(default_factory=dict)
+    description: str = ""
+
+    def route(self) -> Route:
+        return Route(self.path, self._run, methods=[self.method], name=self.handler.__name__)
+
+    async def _run(self, request: Request) -> Response:
+        gw: Gateway = request.app.state.gateway
+        ctx = Ctx(request=request, gw=gw)
+        if self.auth == "admin":
+            require_admin(request, gw.settings.admin_api_key)
+        elif self.auth == "tenant":
+            ctx.principal = await require_tenant(request, gw.db, gw.settings.admin_api_key)
+        if self.body is not None:
+            data = await read_json(request)
+            ctx.body = data if isinstance(self.body, tuple) else validate_model(self.body, data)
+        if self.query is not None:
+            ctx.query = validate_query(self.query, request)
+        return await self.handler(ctx)
+
+
+async def read_json(request: Request) -> Any:
+    content_type = request.headers.get("content-type", "")
+    if not _JSON_TYPE.match(content_type):
+        raise UnsupportedMediaType(
+            f"Expected Content-Type application/json, got {content_type or 'none'!r}",
+            code="unsupported_media_type",
+        )
+    return parse_json(await request.body())
+
+
+def validate_query(model: type[BaseModel], request: Request) -> BaseModel:
+    params = request.query_params
+    data: dict[str, Any] = {}
+    for key in params:
+        values = params.getlist(key)
+        data[key] = values if len(values) > 1 else values[0]
+    return validate_model(model, data)
+
+
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(data, status_code=status, headers=headers)
+
+
+def require_object(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ValidationFailed.one("body", "must be a JSON object")
+    return data

@@ -1,0 +1,269 @@
+"""Channel configuration: validate, merge, encrypt and store each channel's settings.
+
+Writes by the tenant (`POST` replace, `PUT` JSON merge patch) touch only tenant fields;
+operator fields go through the operator endpoint. Secret fields are encrypted as one JSON
+object under the primary key, bound to (tenant id, channel type), and never leave here in
+clear except to the adapters that need them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, SecretStr
+
+from gateway.channel_models import SPECS, ChannelSpec, missing_fields
+from gateway.config import Settings
+from gateway.crypto import DecryptionError, Keyring, aad_for
+from gateway.db import ScopedConnection, TenantDB
+from gateway.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
+from gateway.store import channels as store
+from gateway.validation import validate_model
+
+_GATEWAY_NAMES = ("VAPI_API_KEY", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_PHONE_NUMBER")
+
+
+def spec_for(channel: str) -> ChannelSpec:
+    spec = SPECS.get(channel)
+    if spec is None:
+        raise NotFound(
+            f"Unknown channel {channel!r}; expected one of phone, sms, email, whatsapp",
+            code="unknown_channel",
+        )
+    return spec
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 JSON Merge Patch: objects merge recursively, null removes, the rest replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def mask(secret: str) -> dict[str, Any]:
+    return {"set": True, "last4": secret[-4:] if len(secret) >= 12 else None}
+
+
+@dataclass
+class ChannelState:
+    spec: ChannelSpec
+    row: store.ChannelRow
+    secrets: dict[str, str]
+
+    @property
+    def tenant_settings(self) -> dict[str, Any]:
+        ops = set(self.spec.operator_fields)
+        return {k: v for k, v in self.row.settings.items() if k not in ops}
+
+    @property
+    def operator_settings(self) -> dict[str, Any]:
+        return {k: v for k, v in self.row.settings.items() if k in self.spec.operator_fields}
+
+    def config(self) -> BaseModel:
+        """The tenant settings with their secrets, as the adapters use them."""
+        model: BaseModel = self.spec.tenant_model.model_validate(
+            {**self.tenant_settings, **self.secrets}
+        )
+        return model
+
+
+class ChannelConfigService:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keyring: Keyring = settings.keyring
+
+    def _gateway_values(self) -> dict[str, str | None]:
+        return {name: self.settings.get(name) for name in _GATEWAY_NAMES}
+
+    def missing(self, state: ChannelState) -> list[str]:
+        return missing_fields(
+            state.spec.channel, state.row.settings, state.secrets, self._gateway_values()
+        )
+
+    async def load(self, tdb: TenantDB, channel: str) -> ChannelState:
+        spec = spec_for(channel)
+        row = await store.get_channel(tdb, channel)
+        return ChannelState(spec, row, self._decrypt(row))
+
+    def _decrypt(self, row: store.ChannelRow) -> dict[str, str]:
+        if not row.config_encrypted:
+            return {}
+        try:
+            plain = self.keyring.decrypt(
+                row.config_encrypted, aad_for(row.tenant_id, row.channel_type)
+            )
+        except DecryptionError:
+            raise ServiceUnavailable(
+                "The stored credentials of this channel cannot be decrypted with the "
+                "configured keys",
+                code="credentials_unreadable",
+            ) from None
+        secrets: dict[str, str] = json.loads(plain)
+        return secrets
+
+    def view(self, state: ChannelState) -> dict[str, Any]:
+        spec = state.spec
+        try:
+            model = spec.tenant_model.model_validate(state.tenant_settings)
+            settings = model.model_dump(mode="json", exclude=set(spec.secret_fields))
+        except ValueError:
+            settings = state.tenant_settings
+        operator = spec.operator_model.model_validate(state.operator_settings).model_dump(
+            mode="json"
+        )
+        missing = self.missing(state)
+        return {
+            "channel": spec.channel,
+            "enabled": state.row.enabled,
+            "configured": not missing,
+            "missing": missing,
+            "settings": settings,
+            "operator_settings": operator,
+            "secrets": {
+                name: mask(state.secrets[name]) if name in state.secrets else {"set": False}
+                for name in spec.secret_fields
+            },
+            "last_error": state.row.last_error,
+            "last_error_at": state.row.last_error_at,
+            "updated_at": state.row.updated_at,
+        }
+
+    def summary(self, state: ChannelState) -> dict[str, Any]:
+        missing = self.missing(state)
+        return {
+            "channel": state.spec.channel,
+            "enabled": state.row.enabled,
+            "configured": not missing,
+            "missing": missing,
+            "last_error": state.row.last_error,
+            "updated_at": state.row.updated_at,
+        }
+
+    async def list(self, tdb: TenantDB) -> list[dict[str, Any]]:
+        rows = await store.list_channels(tdb)
+        return [
+            self.summary(ChannelState(spec_for(r.channel_type), r, self._decrypt(r))) for r in rows
+        ]
+
+    # -- writes ---------------------------------------------------------------------------
+
+    async def replace(self, tdb: TenantDB, channel: str, data: Any) -> dict[str, Any]:
+        state = await self.load(tdb, channel)
+        return await self._save_tenant(tdb, state, data)
+
+    async def update(self, tdb: TenantDB, channel: str, patch: Any) -> dict[str, Any]:
+        state = await self.load(tdb, channel)
+        if not isinstance(patch, dict):
+            raise ValidationFailed.one("body", "must be a JSON object")
+        self._reject_operator_fields(state.spec, patch)
+        current = {**state.tenant_settings, **state.secrets}
+        return await self._save_tenant(tdb, state, merge_patch(current, patch))
+
+    async def operator_update(self, tdb: TenantDB, channel: str, patch: Any) -> dict[str, Any]:
+        state = await self.load(tdb, channel)
+        spec = state.spec
+        if not isinstance(patch, dict):
+            raise ValidationFailed.one("body", "must be a JSON object")
+        if not spec.operator_fields:
+            raise ValidationFailed.one(
+                "body", f"the {channel} channel has no operator-only settings"
+            )
+        merged = merge_patch(state.operator_settings, patch)
+        model: BaseModel = validate_model(spec.operator_model, merged)
+        settings = {**state.tenant_settings, **model.model_dump(mode="json")}
+        return await self._store(tdb, state, settings, state.secrets)
+
+    async def toggle(self, tdb: TenantDB, channel: str, enabled: bool) -> dict[str, Any]:
+        state = await self.load(tdb, channel)
+        if enabled:
+            missing = self.missing(state)
+            if missing:
+                raise Conflict(
+                    f"The {channel} channel cannot be enabled until these are set: "
+                    + ", ".join(missing),
+                    code="channel_not_configured",
+                    details={"missing": missing},
+                )
+
+        def write(conn: ScopedConnection) -> None:
+            store.set_enabled(conn, channel, enabled)
+
+        await tdb.write_fn(write)
+        return self.view(await self.load(tdb, channel))
+
+    async def record_error(self, tdb: TenantDB, channel: str, error: str | None) -> None:
+        await tdb.write_fn(lambda conn: store.set_last_error(conn, channel, error))
+
+    def _reject_operator_fields(self, spec: ChannelSpec, data: dict[str, Any]) -> None:
+        fields = [
+            {"field": name, "message": "can only be set by the operator"}
+            for name in data
+            if name in spec.operator_fields
+        ]
+        if fields:
+            raise ValidationFailed(fields)
+
+    async def _save_tenant(self, tdb: TenantDB, state: ChannelState, data: Any) -> dict[str, Any]:
+        spec = state.spec
+        if not isinstance(data, dict):
+            raise ValidationFailed.one("body", "must be a JSON object")
+        self._reject_operator_fields(spec, data)
+        model: BaseModel = validate_model(spec.tenant_model, data)
+        secrets: dict[str, str] = {}
+        for name in spec.secret_fields:
+            value = getattr(model, name)
+            if isinstance(value, SecretStr):
+                secrets[name] = value.get_secret_value()
+        public = model.model_dump(mode="json", exclude=set(spec.secret_fields))
+        settings = {**public, **state.operator_settings}
+        return await self._store(tdb, state, settings, secrets)
+
+    async def _store(
+        self,
+        tdb: TenantDB,
+        state: ChannelState,
+        settings: dict[str, Any],
+        secrets: dict[str, str],
+    ) -> dict[str, Any]:
+        channel = state.spec.channel
+        if state.row.enabled:
+            missing = missing_fields(channel, settings, secrets, self._gateway_values())
+            if missing:
+                raise Conflict(
+                    f"The {channel} channel is enabled and would lose required settings: "
+                    + ", ".join(missing)
+                    + "; disable it first",
+                    code="channel_enabled_incomplete",
+                    details={"missing": missing},
+                )
+        envelope: str | None = None
+        key_id: str | None = None
+        if secrets:
+            envelope = self.keyring.encrypt(
+                json.dumps(secrets, sort_keys=True).encode(), aad_for(tdb.tenant_id, channel)
+            )
+            key_id = self.keyring.primary_id
+
+        def write(conn: ScopedConnection) -> None:
+            store.save_channel(conn, channel, settings, envelope, key_id)
+            if channel == "phone":
+                store.replace_numbers(conn, "forwarding", settings.get("forwarding_numbers", []))
+                store.replace_numbers(conn, "dedicated", settings.get("dedicated_numbers", []))
+
+        try:
+            await tdb.write_fn(write)
+        except store.NumberTaken as exc:
+            raise Conflict(
+                f"The number {exc.number} is already registered to a tenant",
+                code="number_taken",
+                details={"number": exc.number},
+            ) from None
+        return self.view(await self.load(tdb, channel))

@@ -1,0 +1,120 @@
+"""Tenants and their API keys: create, list, issue and revoke keys, rotate encryption keys."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+from typing import Any
+
+from gateway.crypto import Keyring, aad_for
+from gateway.db import Database
+from gateway.errors import Conflict, NotFound
+from gateway.store import channels as channel_store
+from gateway.store import tenants as store
+from gateway.store.tenants import Tenant
+
+KEY_PREFIX = "cgw"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def generate_key() -> tuple[str, str]:
+    """A tenant API key `cgw_<prefix>_<secret>` and its public prefix."""
+    prefix = secrets.token_hex(4)
+    return f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}", prefix
+
+
+def _key_response(row: dict[str, Any], key: str) -> dict[str, Any]:
+    return {**{k: v for k, v in row.items() if k != "tenant_id"}, "key": key}
+
+
+async def create_tenant(
+    db: Database, name: str, slug: str, timezone: str, label: str | None = "default"
+) -> tuple[Tenant, dict[str, Any]]:
+    key, prefix = generate_key()
+
+    def write(conn: sqlite3.Connection) -> tuple[Tenant, dict[str, Any]]:
+        tenant = store.insert_tenant(conn, name, slug, timezone)
+        row = store.insert_api_key(conn, tenant.id, prefix, hash_key(key), label)
+        return tenant, row
+
+    try:
+        tenant, row = await db.write_fn(write)
+    except sqlite3.IntegrityError:
+        raise Conflict(
+            f"A tenant with slug {slug!r} already exists",
+            code="slug_taken",
+            details={"slug": slug},
+        ) from None
+    return tenant, _key_response(row, key)
+
+
+async def require_tenant(db: Database, tenant_ref: str) -> Tenant:
+    tenant = await store.get_tenant(db, tenant_ref)
+    if tenant is None:
+        raise NotFound(f"No tenant {tenant_ref!r}", code="tenant_not_found")
+    return tenant
+
+
+async def create_api_key(db: Database, tenant_id: str, label: str | None) -> dict[str, Any]:
+    key, prefix = generate_key()
+    row = await db.write_fn(
+        lambda conn: store.insert_api_key(conn, tenant_id, prefix, hash_key(key), label)
+    )
+    return _key_response(row, key)
+
+
+async def revoke_api_key(db: Database, tenant_id: str, key_id: str) -> None:
+    if not await store.key_exists(db, tenant_id, key_id):
+        raise NotFound(f"No API key {key_id!r} for this tenant", code="api_key_not_found")
+    await store.revoke_key(db, tenant_id, key_id)
+
+
+async def check_keyring(db: Database, keyring: Keyring) -> None:
+    """Fail fast when stored data references a key id the keyring does not hold."""
+    from gateway.errors import ConfigError
+
+    missing = sorted(await channel_store.key_ids_in_use(db) - set(keyring.key_ids))
+    if missing:
+        raise ConfigError(
+            "stored credentials are encrypted with key id(s) "
+            + ", ".join(missing)
+            + " which ENCRYPTION_KEY(S) does not contain"
+        )
+
+
+async def rotate_keys(db: Database, keyring: Keyring) -> int:
+    """Re-encrypt every channel's secrets under the primary key; returns rows rewritten."""
+    rows = await channel_store.encrypted_rows(db)
+    updates = []
+    for row in rows:
+        if row["key_id"] == keyring.primary_id:
+            continue
+        aad = aad_for(row["tenant_id"], row["channel_type"])
+        plain = keyring.decrypt(row["config_encrypted"], aad)
+        json.loads(plain)  # a corrupt payload stops the rotation before anything is written
+        updates.append(
+            (
+                keyring.encrypt(plain, aad),
+                keyring.primary_id,
+                row["tenant_id"],
+                row["channel_type"],
+                row["config_encrypted"],
+            )
+        )
+
+    def write(conn: sqlite3.Connection) -> int:
+        changed = 0
+        for update in updates:
+            changed += conn.execute(
+                "UPDATE channel_configurations SET config_encrypted = ?, key_id = ? "
+                "WHERE tenant_id = ? AND channel_type = ? AND config_encrypted = ?",
+                update,
+            ).rowcount
+        return changed
+
+    return await db.write_fn(write)

@@ -1,0 +1,144 @@
+"""SQL for channel configurations and the numbers that belong to them (tenant-scoped)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.db import Database, ScopedConnection, TenantDB
+from gateway.ids import now_iso
+
+
+class NumberTaken(Exception):
+    def __init__(self, number: str) -> None:
+        super().__init__(number)
+        self.number = number
+
+
+@dataclass
+class ChannelRow:
+    tenant_id: str
+    channel_type: str
+    enabled: bool
+    settings: dict[str, Any]
+    config_encrypted: str | None
+    key_id: str | None
+    last_error: str | None
+    last_error_at: str | None
+    updated_at: str
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> ChannelRow:
+        return cls(
+            tenant_id=row["tenant_id"],
+            channel_type=row["channel_type"],
+            enabled=bool(row["enabled"]),
+            settings=json.loads(row["settings"]),
+            config_encrypted=row["config_encrypted"],
+            key_id=row["key_id"],
+            last_error=row["last_error"],
+            last_error_at=row["last_error_at"],
+            updated_at=row["updated_at"],
+        )
+
+
+_COLUMNS = (
+    "tenant_id, channel_type, enabled, settings, config_encrypted, key_id, last_error, "
+    "last_error_at, updated_at"
+)
+
+
+async def get_channel(tdb: TenantDB, channel: str) -> ChannelRow:
+    row = await tdb.fetchone(
+        f"SELECT {_COLUMNS} FROM channel_configurations "
+        "WHERE tenant_id = :tenant_id AND channel_type = :channel",
+        {"channel": channel},
+    )
+    if row is None:  # every tenant has its four rows from creation on
+        raise LookupError(f"channel row {channel} missing")
+    return ChannelRow.from_row(row)
+
+
+async def list_channels(tdb: TenantDB) -> list[ChannelRow]:
+    rows = await tdb.fetchall(
+        f"SELECT {_COLUMNS} FROM channel_configurations WHERE tenant_id = :tenant_id "
+        "ORDER BY CASE channel_type WHEN 'phone' THEN 0 WHEN 'sms' THEN 1 "
+        "WHEN 'email' THEN 2 ELSE 3 END",
+    )
+    return [ChannelRow.from_row(r) for r in rows]
+
+
+def save_channel(
+    conn: ScopedConnection,
+    channel: str,
+    settings: dict[str, Any],
+    config_encrypted: str | None,
+    key_id: str | None,
+    enabled: bool | None = None,
+) -> None:
+    conn.execute(
+        "UPDATE channel_configurations SET settings = :settings, "
+        "config_encrypted = :enc, key_id = :key_id, "
+        "enabled = COALESCE(:enabled, enabled), updated_at = :now "
+        "WHERE tenant_id = :tenant_id AND channel_type = :channel",
+        {
+            "settings": json.dumps(settings, sort_keys=True),
+            "enc": config_encrypted,
+            "key_id": key_id,
+            "enabled": None if enabled is None else int(enabled),
+            "now": now_iso(),
+            "channel": channel,
+        },
+    )
+
+
+def set_enabled(conn: ScopedConnection, channel: str, enabled: bool) -> None:
+    conn.execute(
+        "UPDATE channel_configurations SET enabled = :enabled, updated_at = :now "
+        "WHERE tenant_id = :tenant_id AND channel_type = :channel",
+        {"enabled": int(enabled), "now": now_iso(), "channel": channel},
+    )
+
+
+def set_last_error(conn: ScopedConnection, channel: str, error: str | None) -> None:
+    conn.execute(
+        "UPDATE channel_configurations SET last_error = :error, "
+        "last_error_at = CASE WHEN :error IS NULL THEN NULL ELSE :now END "
+        "WHERE tenant_id = :tenant_id AND channel_type = :channel",
+        {"error": error, "now": now_iso(), "channel": channel},
+    )
+
+
+def replace_numbers(conn: ScopedConnection, kind: str, numbers: list[str]) -> None:
+    """Make the tenant's numbers of one kind exactly `numbers`; a number held by another
+    tenant (or by this tenant under the other kind) raises NumberTaken."""
+    conn.execute(
+        "DELETE FROM tenant_numbers WHERE tenant_id = :tenant_id AND kind = :kind",
+        {"kind": kind},
+    )
+    now = now_iso()
+    for number in numbers:
+        try:
+            conn.execute(
+                "INSERT INTO tenant_numbers (e164, tenant_id, kind, created_at) "
+                "VALUES (:e164, :tenant_id, :kind, :now)",
+                {"e164": number, "kind": kind, "now": now},
+            )
+        except sqlite3.IntegrityError:
+            raise NumberTaken(number) from None
+
+
+async def key_ids_in_use(db: Database) -> set[str]:
+    rows = await db.fetchall(
+        "SELECT DISTINCT key_id FROM channel_configurations WHERE key_id IS NOT NULL"
+    )
+    return {r["key_id"] for r in rows}
+
+
+async def encrypted_rows(db: Database) -> list[sqlite3.Row]:
+    return await db.fetchall(
+        "SELECT tenant_id, channel_type, config_encrypted, key_id FROM channel_configurations "
+        "WHERE config_encrypted IS NOT NULL"
+    )

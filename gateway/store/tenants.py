@@ -1,0 +1,139 @@
+"""SQL for tenants, API keys and tenant numbers (operator scope: not tenant-scoped)."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.channel_models import CHANNEL_TYPES
+from gateway.db import Database
+from gateway.ids import new_id, now_iso
+
+
+@dataclass(frozen=True)
+class Tenant:
+    id: str
+    slug: str
+    name: str
+    timezone: str
+    status: str
+    created_at: str
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Tenant:
+        return cls(
+            id=row["id"],
+            slug=row["slug"],
+            name=row["name"],
+            timezone=row["timezone"],
+            status=row["status"],
+            created_at=row["created_at"],
+        )
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "slug": self.slug,
+            "name": self.name,
+            "timezone": self.timezone,
+            "status": self.status,
+            "created_at": self.created_at,
+        }
+
+
+_TENANT_COLUMNS = "id, slug, name, timezone, status, created_at"
+
+
+def insert_tenant(conn: sqlite3.Connection, name: str, slug: str, timezone: str) -> Tenant:
+    now = now_iso()
+    tenant_id = new_id("ten")
+    conn.execute(
+        "INSERT INTO tenants (id, slug, name, timezone, status, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, 'active', ?, ?)",
+        (tenant_id, slug, name, timezone, now, now),
+    )
+    conn.executemany(
+        "INSERT INTO channel_configurations "
+        "(id, tenant_id, channel_type, enabled, settings, created_at, updated_at) "
+        "VALUES (?, ?, ?, 0, '{}', ?, ?)",
+        [(new_id("chc"), tenant_id, channel, now, now) for channel in CHANNEL_TYPES],
+    )
+    return Tenant(tenant_id, slug, name, timezone, "active", now)
+
+
+def insert_api_key(
+    conn: sqlite3.Connection, tenant_id: str, prefix: str, key_hash: str, label: str | None
+) -> dict[str, Any]:
+    row = {
+        "id": new_id("key"),
+        "tenant_id": tenant_id,
+        "prefix": prefix,
+        "label": label,
+        "created_at": now_iso(),
+        "last_used_at": None,
+        "revoked_at": None,
+    }
+    conn.execute(
+        "INSERT INTO api_keys (id, tenant_id, prefix, key_hash, label, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (row["id"], tenant_id, prefix, key_hash, label, row["created_at"]),
+    )
+    return row
+
+
+async def get_tenant(db: Database, tenant_ref: str) -> Tenant | None:
+    row = await db.fetchone(
+        f"SELECT {_TENANT_COLUMNS} FROM tenants WHERE id = ? OR slug = ?", (tenant_ref, tenant_ref)
+    )
+    return Tenant.from_row(row) if row else None
+
+
+async def list_tenants(db: Database, limit: int, after: str | None) -> list[Tenant]:
+    rows = await db.fetchall(
+        f"SELECT {_TENANT_COLUMNS} FROM tenants WHERE (? IS NULL OR id > ?) ORDER BY id LIMIT ?",
+        (after, after, limit),
+    )
+    return [Tenant.from_row(r) for r in rows]
+
+
+async def list_api_keys(db: Database, tenant_id: str) -> list[dict[str, Any]]:
+    rows = await db.fetchall(
+        "SELECT id, prefix, label, created_at, last_used_at, revoked_at FROM api_keys "
+        "WHERE tenant_id = ? ORDER BY created_at",
+        (tenant_id,),
+    )
+    return [dict(r) for r in rows]
+
+
+async def find_key(db: Database, key_hash: str) -> sqlite3.Row | None:
+    return await db.fetchone(
+        "SELECT k.id AS key_id, k.last_used_at, k.revoked_at, "
+        "t.id, t.slug, t.name, t.timezone, t.status, t.created_at "
+        "FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = ?",
+        (key_hash,),
+    )
+
+
+async def touch_key(db: Database, key_id: str, when: str) -> None:
+    await db.execute_write("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (when, key_id))
+
+
+async def revoke_key(db: Database, tenant_id: str, key_id: str) -> bool:
+    changed = await db.execute_write(
+        "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND tenant_id = ? AND revoked_at IS NULL",
+        (now_iso(), key_id, tenant_id),
+    )
+    return changed > 0
+
+
+async def key_exists(db: Database, tenant_id: str, key_id: str) -> bool:
+    row = await db.fetchone(
+        "SELECT 1 FROM api_keys WHERE id = ? AND tenant_id = ?", (key_id, tenant_id)
+    )
+    return row is not None
+
+
+async def tenant_for_number(db: Database, e164: str) -> tuple[str, str] | None:
+    row = await db.fetchone("SELECT tenant_id, kind FROM tenant_numbers WHERE e164 = ?", (e164,))
+    return (row["tenant_id"], row["kind"]) if row else None
