@@ -109,13 +109,18 @@ class ChannelConfigService:
         secrets: dict[str, str] = json.loads(plain)
         return secrets
 
-    def view(self, state: ChannelState) -> dict[str, Any]:
+    @staticmethod
+    def _with_defaults(state: ChannelState) -> dict[str, Any]:
         spec = state.spec
         try:
             model = spec.tenant_model.model_validate(state.tenant_settings)
-            settings = model.model_dump(mode="json", exclude=set(spec.secret_fields))
-        except ValueError:
-            settings = state.tenant_settings
+        except ValueError:  # stored by an older version with other rules: show as stored
+            return state.tenant_settings
+        return model.model_dump(mode="json", exclude=set(spec.secret_fields))
+
+    def view(self, state: ChannelState) -> dict[str, Any]:
+        spec = state.spec
+        settings = self._with_defaults(state)
         operator = spec.operator_model.model_validate(state.operator_settings).model_dump(
             mode="json"
         )
@@ -164,7 +169,9 @@ class ChannelConfigService:
         if not isinstance(patch, dict):
             raise ValidationFailed.one("body", "must be a JSON object")
         self._reject_operator_fields(state.spec, patch)
-        current = {**state.tenant_settings, **state.secrets}
+        # merge onto the settings as shown (defaults filled in), so a patch of one weekday
+        # keeps the other days' default hours
+        current = {**self._with_defaults(state), **state.secrets}
         return await self._save_tenant(tdb, state, merge_patch(current, patch))
 
     async def operator_update(self, tdb: TenantDB, channel: str, patch: Any) -> dict[str, Any]:

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from gateway.app import create_app
+from gateway.config import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_KEY = "admin-test-key-0123456789abcdef"
+KEY_A = base64.b64encode(b"A" * 32).decode()
+KEY_B = base64.b64encode(b"B" * 32).decode()
+
+
+@pytest.fixture
+def environ(tmp_path: Path) -> dict[str, str]:
+    """A clean environment for load_settings: nothing leaks in from the developer's shell."""
+    return {
+        "ADMIN_API_KEY": ADMIN_KEY,
+        "ENCRYPTION_KEYS": f"k1:{KEY_A}",
+        "DATABASE_PATH": str(tmp_path / "gateway.sqlite3"),
+        "PUBLIC_BASE_URL": "https://gateway.test",
+        "PATH": os.environ.get("PATH", ""),
+    }
+
+
+@pytest.fixture
+def make_settings(environ: dict[str, str]) -> Callable[..., Settings]:
+    def make(**overrides: str) -> Settings:
+        return load_settings(ROOT / "wrangler_like.toml", environ={**environ, **overrides})
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+class Api:
+    """An httpx client on the app in-process, with helpers for the common calls."""
+
+    def __init__(self, app: Starlette, client: httpx.AsyncClient) -> None:
+        self.app = app
+        self.client = client
+        self.admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+    @property
+    def gateway(self) -> Any:
+        return self.app.state.gateway
+
+    async def create_tenant(
+        self, slug: str, name: str | None = None
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        response = await self.client.post(
+            "/admin/tenants", json={"name": name or slug.title(), "slug": slug}, headers=self.admin
+        )
+        assert response.status_code == 201, response.text
+        body = response.json()
+        return body["tenant"], {"Authorization": f"Bearer {body['api_key']}"}
+
+
+async def start_api(settings: Settings) -> tuple[Starlette, httpx.AsyncClient]:
+    app = create_app(settings)
+    await app.state.gateway.start()
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    client = httpx.AsyncClient(transport=transport, base_url="https://gateway.test")
+    return app, client
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[Api]:
+    app, client = await start_api(settings)
+    try:
+        yield Api(app, client)
+    finally:
+        await client.aclose()
+        await app.state.gateway.stop()
