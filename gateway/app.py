@@ -14,15 +14,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway import migrations
+from gateway.channels.registry import Adapters
 from gateway.config import Settings
 from gateway.db import Database
 from gateway.errors import ApiError
+from gateway.metrics import Metrics
 from gateway.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from gateway.openapi import build_openapi
-from gateway.routes import admin, channels, ops
+from gateway.routes import admin, channels, messages, ops, webhooks
 from gateway.routing import Endpoint
 from gateway.services.channel_config import ChannelConfigService
 from gateway.services.channel_tests import ChannelTests
+from gateway.services.dispatcher import Dispatcher, DispatchSettings
+from gateway.services.inbound import InboundService
+from gateway.services.messaging import MessagingService
+from gateway.services.ratelimit import TokenBuckets
 from gateway.services.tenants import check_keyring
 
 log = logging.getLogger("gateway")
@@ -41,7 +47,13 @@ _HTTP_CODES = {
 
 
 def all_endpoints() -> list[Endpoint]:
-    return [*ops.ENDPOINTS, *admin.ENDPOINTS, *channels.ENDPOINTS]
+    return [
+        *ops.ENDPOINTS,
+        *admin.ENDPOINTS,
+        *channels.ENDPOINTS,
+        *messages.ENDPOINTS,
+        *webhooks.ENDPOINTS,
+    ]
 
 
 class Gateway:
@@ -51,8 +63,26 @@ class Gateway:
         self.settings = settings
         self.db = Database(settings.database_path, settings.integer("READ_CONNECTIONS"))
         self.channels = ChannelConfigService(settings)
-        self.channel_tests = ChannelTests(self.channels)
+        self.metrics = Metrics()
+        self.adapters = Adapters(settings)
+        self.dispatch_options = DispatchSettings.from_settings(settings)
+        self.dispatcher = Dispatcher(
+            self.db, settings, self.channels, self.adapters, self.metrics, self.dispatch_options
+        )
+        self.messaging = MessagingService(settings, self.channels, self.metrics, self._wake)
+        self.inbound = InboundService(self.db, self.metrics, self.dispatch_options.price_delay)
+        self.channel_tests = ChannelTests(self.channels, self.adapters)
+        rule = settings.ratelimit("SEND_RATE_LIMITER")
+        self.send_limiter = TokenBuckets(rule) if rule else None
         self.openapi = build_openapi(endpoints, "Channel Gateway", VERSION)
+        self.run_dispatcher = settings.get("DISPATCHER", "on") != "off"
+
+    def _wake(self) -> None:
+        self.dispatcher.wake()
+
+    def check_send_rate(self, tenant_id: str) -> None:
+        if self.send_limiter is not None:
+            self.send_limiter.check(tenant_id)
 
     async def start(self) -> None:
         migrations.apply_migrations(
@@ -62,8 +92,13 @@ class Gateway:
         )
         self.db.start()
         await check_keyring(self.db, self.settings.keyring)
+        if self.run_dispatcher:
+            await self.dispatcher.start()
 
     async def stop(self) -> None:
+        if self.run_dispatcher:
+            await self.dispatcher.stop()
+        await self.adapters.aclose()
         await self.db.close()
 
 

@@ -27,6 +27,8 @@ def environ(tmp_path: Path) -> dict[str, str]:
         "ENCRYPTION_KEYS": f"k1:{KEY_A}",
         "DATABASE_PATH": str(tmp_path / "gateway.sqlite3"),
         "PUBLIC_BASE_URL": "https://gateway.test",
+        # in-process tests check what is accepted; end-to-end tests (tests/stack.py) send
+        "DISPATCHER": "off",
         "PATH": os.environ.get("PATH", ""),
     }
 

@@ -333,7 +333,7 @@ def _email_for(smtp: SmtpSandbox, **overrides: Any) -> dict[str, Any]:
     return {**EMAIL, "host": "localhost", "port": smtp.port, **overrides}
 
 
-async def test_email_test_connects_and_authenticates(smtp_api: Api, smtp: SmtpSandbox) -> None:
+async def test_email_test_sends_a_real_message(smtp_api: Api, smtp: SmtpSandbox) -> None:
     _, key = await smtp_api.create_tenant("acme")
     await smtp_api.client.post("/api/channels/email/config", json=_email_for(smtp), headers=key)
     response = await smtp_api.client.post(
@@ -343,7 +343,12 @@ async def test_email_test_connects_and_authenticates(smtp_api: Api, smtp: SmtpSa
     result = response.json()
     assert result["ok"] is True and result["live"] is True
     assert smtp.auth_attempts == [("agent@example.com", True)]
-    assert smtp.messages == [], "the check authenticates but sends nothing"
+    [received] = smtp.messages
+    assert received.rcpt_tos == ("client@example.org",)
+    assert received.message["Message-ID"] == result["provider_message_id"]
+    logged = await smtp_api.client.get(f"/api/messages/{result['message_id']}", headers=key)
+    assert logged.json()["status"] == "sent"
+    assert logged.json()["metadata"] == {"channel_test": True}
 
 
 async def test_email_test_reports_a_wrong_password_and_records_it(
@@ -360,10 +365,10 @@ async def test_email_test_reports_a_wrong_password_and_records_it(
     )
     result = response.json()
     assert result["ok"] is False
-    assert result["stage"] == "authenticate"
     assert result["outcome"] == "configuration"
-    assert result["smtp_code"] == 535
+    assert result["code"] == "535"
     assert "wrong-password-0000" not in response.text
+    assert smtp.messages == []
     view = (await smtp_api.client.get("/api/channels/email/config", headers=key)).json()
     assert view["last_error"].startswith("authentication failed")
 
@@ -381,8 +386,7 @@ async def test_email_test_reports_an_unreachable_server(smtp_api: Api) -> None:
         "/api/channels/test", json={"channel": "email", "to": "client@example.org"}, headers=key
     )
     result = response.json()
-    assert result["ok"] is False and result["stage"] == "connect"
-    assert result["outcome"] == "transient"
+    assert result["ok"] is False and result["outcome"] == "transient"
 
 
 async def test_email_test_refuses_an_untrusted_certificate(api: Api, smtp: SmtpSandbox) -> None:
@@ -413,11 +417,19 @@ async def test_channel_test_bad_inputs(api: Api, body: dict[str, Any], status: i
     assert response.status_code == status
 
 
-async def test_channel_test_validates_other_channels_without_a_live_check(api: Api) -> None:
-    _, key = await api.create_tenant("acme")
-    await api.client.post("/api/channels/whatsapp/config", json=WHATSAPP, headers=key)
-    response = await api.client.post(
-        "/api/channels/test", json={"channel": "whatsapp", "to": "+33612345678"}, headers=key
+async def test_phone_test_validates_without_a_call(api: Api) -> None:
+    tenant, key = await api.create_tenant("acme")
+    await api.client.put(
+        f"/admin/tenants/{tenant['id']}/channels/phone/config",
+        json={
+            "vapi_assistant_id": "asst_1",
+            "vapi_phone_number_id": "pn_1",
+            "dedicated_numbers": ["+33939035761"],
+        },
+        headers=api.admin,
     )
-    result = response.json()
-    assert result["ok"] is True and result["live"] is False
+    response = await api.client.post(
+        "/api/channels/test", json={"channel": "phone", "to": "+33612345678"}, headers=key
+    )
+    assert response.status_code == 409, "VAPI_API_KEY is a gateway setting still missing"
+    assert response.json()["error"]["details"]["missing"] == ["VAPI_API_KEY"]

@@ -24,7 +24,20 @@ SECRETS = [
 # For each path parameter naming a tenant-owned object: how to create one for a tenant.
 # A new tenant endpoint with an object id must add its factory here, or the test fails.
 ObjectFactory = Callable[[Api, dict[str, str]], Awaitable[str]]
-OBJECT_FACTORIES: dict[str, ObjectFactory] = {}
+
+
+async def a_message(api: Api, key: dict[str, str]) -> str:
+    await api.client.post("/api/channels/email/toggle", json={"enabled": True}, headers=key)
+    response = await api.client.post(
+        "/api/channels/email/send",
+        json={"to": "client-of-a@example.org", "subject": "Private to A", "text": "A's secret"},
+        headers=key,
+    )
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+OBJECT_FACTORIES: dict[str, ObjectFactory] = {"message_id": a_message}
 NON_OBJECT_PARAMS = {"channel_type"}
 
 
@@ -64,7 +77,8 @@ async def test_tenant_b_never_sees_tenant_a(api: Api) -> None:
         "Rappel de A",
         "+33612345678",
         "106540352242922",
-        *a_objects.values(),
+        "client-of-a@example.org",
+        "A's secret",
     ]
 
     tenant_endpoints = [ep for ep in api.app.state.endpoints if ep.auth == "tenant"]

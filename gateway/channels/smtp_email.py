@@ -1,20 +1,48 @@
 """The tenant's own SMTP server (bring your own server), through aiosmtplib.
 
-Error translation (DESIGN §8): connection problems and 4xx replies are transient, 5xx
-replies permanent, and an authentication failure (535) is a configuration error.
+Error translation (DESIGN §8):
+
+    transient      a 4xx reply at any stage; a connection refused, lost or timed out before
+                   the message content went out
+    permanent      a 5xx reply; one refusing the recipient's address at RCPT also asks for
+                   the address to be suppressed (suppress="hard_bounce")
+    configuration  535 authentication failed; 530/534/538; a TLS or certificate failure;
+                   a server without STARTTLS or AUTH when the settings need them
+    unknown        the connection lost or timed out after the content went out and before
+                   the final reply: the server may have accepted the message
 """
 
 from __future__ import annotations
 
+import contextlib
+import re
 import ssl
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
 from typing import Literal
 
 import aiosmtplib
+from aiosmtplib.typing import Default
 
 from gateway.channel_models import EmailConfig
+from gateway.channels.base import OutboundMessage, ProviderError, SendResult
 
 Outcome = Literal["ok", "transient", "permanent", "configuration"]
+Stage = Literal["connect", "authenticate", "send"]
+
+# Replies that say the tenant's settings are wrong (RFC 4954), not the message.
+_CONFIGURATION_REPLIES = {
+    530: "the SMTP server requires authentication: set a username and password",
+    534: "the SMTP server refuses the offered authentication mechanism",
+    538: "the SMTP server requires encryption before authentication",
+}
+# RFC 3463 enhanced status code at the start of a reply text, e.g. "5.1.1".
+_ENHANCED_STATUS = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})\b")
+_LINE_ENDINGS = re.compile(rb"\r\n|\n|\r(?!\n)")
+_LEADING_PERIOD = re.compile(rb"(?m)^\.")
 
 
 @dataclass(frozen=True)
@@ -26,6 +54,46 @@ class SmtpCheck:
     code: int | None = None
 
 
+class SmtpClient(aiosmtplib.SMTP):
+    """aiosmtplib's client, noting when the message content has been handed to the connection:
+    from then on a lost connection may hide a message the server accepted, so the send must
+    not be repeated blindly."""
+
+    content_sent = False
+
+    # Overrides aiosmtplib's DATA step, keeping its signature (hence the timeout parameter).
+    async def data(
+        self,
+        message: str | bytes,
+        /,
+        *,
+        timeout: float | Literal[Default.token] | None = Default.token,  # noqa: ASYNC109
+    ) -> aiosmtplib.SMTPResponse:
+        start = await self.execute_command(b"DATA", timeout=timeout)
+        if start.code != aiosmtplib.SMTPStatus.start_input:
+            raise aiosmtplib.SMTPDataError(start.code, start.message)
+        protocol = self.protocol
+        if protocol is None:
+            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+        content = message.encode("ascii") if isinstance(message, str) else message
+        content = _LINE_ENDINGS.sub(b"\r\n", content)
+        if not content.endswith(b"\r\n"):
+            content += b"\r\n"
+        content = _LEADING_PERIOD.sub(b"..", content) + b".\r\n"
+        try:
+            protocol.write(content)
+            self.content_sent = True
+            reply = await protocol.read_response(
+                timeout=self.timeout if timeout is Default.token else timeout
+            )
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+            self.close()
+            raise
+        if reply.code != aiosmtplib.SMTPStatus.completed:
+            raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+        return reply
+
+
 def tls_context(ca_file: str | None) -> ssl.SSLContext:
     context = ssl.create_default_context()
     if ca_file:
@@ -33,24 +101,44 @@ def tls_context(ca_file: str | None) -> ssl.SSLContext:
     return context
 
 
-def make_client(config: EmailConfig, ca_file: str | None, timeout: float) -> aiosmtplib.SMTP:
+def make_client(
+    config: EmailConfig,
+    ca_file: str | None,
+    timeout: float,
+    *,
+    context: ssl.SSLContext | None = None,
+) -> SmtpClient:
     assert config.host is not None
-    return aiosmtplib.SMTP(
+    if config.security == "none":
+        context = None
+    elif context is None:
+        context = tls_context(ca_file)
+    return SmtpClient(
         hostname=config.host,
         port=config.effective_port,
         use_tls=config.security == "tls",
         start_tls=config.security == "starttls",
-        tls_context=tls_context(ca_file) if config.security != "none" else None,
+        tls_context=context,
         timeout=timeout,
     )
+
+
+def _tls_failure(exc: BaseException) -> bool:
+    # With implicit TLS aiosmtplib wraps the handshake error in SMTPConnectError.
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLError):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 def classify(exc: BaseException) -> tuple[Outcome, int | None]:
     if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
         return "configuration", exc.code
-    if isinstance(exc, aiosmtplib.SMTPResponseException):
-        return ("transient" if 400 <= exc.code < 500 else "permanent"), exc.code
-    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+    if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code >= 400:
+        return ("transient" if exc.code < 500 else "permanent"), exc.code
+    if _tls_failure(exc):
         return "configuration", None
     return "transient", None
 
@@ -75,7 +163,7 @@ async def check_connection(
             await client.login(config.username, password)
         stage = "quit"
         await client.quit()
-    except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
+    except (aiosmtplib.SMTPException, OSError) as exc:
         outcome, code = classify(exc)
         if stage == "connect" and outcome == "transient":
             detail = f"could not connect to {config.host}:{config.effective_port}: {describe(exc)}"
@@ -86,3 +174,162 @@ async def check_connection(
         client.close()
         return SmtpCheck(False, stage, outcome, detail, code)
     return SmtpCheck(True, "done", "ok", "connected and authenticated")
+
+
+def _is_hard_bounce(code: int, text: str) -> bool:
+    """Whether a refusal at RCPT says the address itself is bad (RFC 3463 X.1.x), rather than
+    a policy or mailbox-full problem for which suppressing the recipient would be wrong."""
+    enhanced = _ENHANCED_STATUS.match(text)
+    if enhanced is not None:
+        # X.1.7 and X.1.8 are about the sender's address, not the recipient's.
+        return enhanced[1] == "5" and enhanced[2] == "1" and enhanced[3] not in ("7", "8")
+    return code in (550, 551, 553)
+
+
+def _refusal(code: int, text: str, what: str, *, recipient: bool = False) -> ProviderError:
+    reply = f"{code} {text}".strip()
+    if code in _CONFIGURATION_REPLIES:
+        return ProviderError(
+            "configuration", f"{_CONFIGURATION_REPLIES[code]} ({reply})", code=str(code)
+        )
+    if code < 500:
+        return ProviderError("transient", f"{what} (temporary): {reply}", code=str(code))
+    return ProviderError(
+        "permanent", f"{what}: {reply}", code=str(code),
+        suppress="hard_bounce" if recipient and _is_hard_bounce(code, text) else None,
+    )  # fmt: skip
+
+
+def _translate(
+    exc: Exception, stage: Stage, config: EmailConfig, content_sent: bool
+) -> ProviderError:
+    if _tls_failure(exc):
+        return ProviderError("configuration", f"TLS with the SMTP server failed: {describe(exc)}")
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        if 400 <= exc.code < 500:
+            return _refusal(exc.code, exc.message, "the SMTP server could not authenticate")
+        return ProviderError(
+            "configuration", f"authentication failed: {describe(exc)}", code=str(exc.code)
+        )
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients:
+        refused = exc.recipients[0]
+        return _refusal(
+            refused.code, refused.message, "the SMTP server refused the recipient", recipient=True
+        )
+    if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code >= 400:
+        what = {
+            aiosmtplib.SMTPSenderRefused: "the SMTP server refused the sender",
+            aiosmtplib.SMTPDataError: "the SMTP server refused the message",
+        }.get(type(exc), "the SMTP server refused the connection")
+        return _refusal(exc.code, exc.message, what)
+    if content_sent:
+        return ProviderError(
+            "unknown",
+            "no reply from the SMTP server after the message was handed over; it may have "
+            f"been accepted: {describe(exc)}",
+        )
+    if isinstance(exc, ValueError | aiosmtplib.SMTPNotSupported):
+        # aiosmtplib refuses an address it cannot put on the wire, or a non-ASCII address
+        # the server cannot take (no SMTPUTF8): no retry changes that.
+        return ProviderError("permanent", f"the message cannot be sent: {describe(exc)}")
+    if isinstance(exc, OSError | aiosmtplib.SMTPResponseException):
+        # OSError covers refused connections, resets and (via TimeoutError) timeouts;
+        # a response code below 400 is a reply aiosmtplib could not parse.
+        if stage == "connect":
+            where = f"{config.host}:{config.effective_port}"
+            return ProviderError("transient", f"could not connect to {where}: {describe(exc)}")
+        return ProviderError("transient", f"the SMTP connection failed: {describe(exc)}")
+    # What is left is aiosmtplib's own refusal to go on, e.g. STARTTLS or AUTH not offered.
+    return ProviderError("configuration", f"the SMTP server cannot be used: {describe(exc)}")
+
+
+def _check_header(name: str, value: str | None) -> None:
+    if value is not None and ("\r" in value or "\n" in value):
+        raise ProviderError("permanent", f"the {name} contains a line break")
+
+
+def compose(message: OutboundMessage, config: EmailConfig) -> EmailMessage:
+    """The message as it goes on the wire; refuses header injection before any connection."""
+    assert config.from_email is not None
+    _check_header("recipient address", message.to)
+    _check_header("subject", message.subject)
+    _check_header("sender name", config.from_name)
+    _check_header("sender address", config.from_email)
+    _check_header("reply-to address", config.reply_to)
+    _check_header("message id", message.id)
+    domain = config.from_email.rpartition("@")[2]
+    # An internationalised domain keeps its Unicode form: a Message-ID only has to be unique.
+    with contextlib.suppress(UnicodeError):
+        domain = domain.encode("idna").decode("ascii")
+    mail = EmailMessage()
+    try:
+        # Address, not formataddr, so an internationalised address does not raise.
+        mail["From"] = Address(display_name=config.from_name or "", addr_spec=config.from_email)
+        mail["To"] = message.to
+        if config.reply_to:
+            mail["Reply-To"] = config.reply_to
+        if message.subject is not None:
+            mail["Subject"] = message.subject
+        mail["Date"] = format_datetime(datetime.now(UTC))
+        mail["Message-ID"] = make_msgid(domain=domain)
+        mail["X-Gateway-Message-Id"] = message.id
+        if message.body is not None or message.html_body is None:
+            mail.set_content(message.body or "")
+            if message.html_body is not None:
+                mail.add_alternative(message.html_body, subtype="html")
+        else:
+            mail.set_content(message.html_body, subtype="html")
+    except (ValueError, TypeError) as exc:
+        raise ProviderError("permanent", f"the message cannot be built: {exc}") from exc
+    return mail
+
+
+class EmailAdapter:
+    """One SMTP connection per message to the tenant's server (settings in message.config)."""
+
+    provider = "smtp"
+
+    def __init__(self, ca_file: str | None = None, timeout: float = 15.0) -> None:
+        self.timeout = timeout
+        # Built once, so a bad CA file fails at start-up rather than at the first send.
+        self._tls = tls_context(ca_file)
+
+    async def send(self, message: OutboundMessage) -> SendResult:
+        config = message.config
+        if not isinstance(config, EmailConfig):
+            raise ProviderError("configuration", "the email channel has no SMTP settings")
+        missing = [name for name in ("host", "from_email") if not getattr(config, name)]
+        if missing:
+            raise ProviderError(
+                "configuration", "the email channel is missing: " + ", ".join(missing)
+            )
+        assert config.from_email is not None
+        mail = compose(message, config)
+        message_id = str(mail["Message-ID"])
+        client = make_client(config, None, self.timeout, context=self._tls)
+        stage: Stage = "connect"
+        try:
+            await client.connect()
+            if config.username:
+                stage = "authenticate"
+                password = config.password.get_secret_value() if config.password else ""
+                await client.login(config.username, password)
+            stage = "send"
+            _, reply = await client.send_message(
+                mail, sender=config.from_email, recipients=[message.to]
+            )
+            # The server has accepted the message; a failed goodbye changes nothing.
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                await client.quit()
+        except (aiosmtplib.SMTPException, OSError, ValueError) as exc:
+            raise _translate(exc, stage, config, client.content_sent) from exc
+        finally:
+            client.close()
+        return SendResult(
+            provider=self.provider,
+            provider_message_id=message_id,
+            provider_status=f"250 {reply}" if reply else "250 accepted",
+        )
+
+    async def aclose(self) -> None:
+        return None

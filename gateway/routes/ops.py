@@ -34,11 +34,18 @@ async def readyz(ctx: Ctx) -> Response:
     return json_response({"status": "ready", "database": "ok", "pending_migrations": []})
 
 
+async def metrics(ctx: Ctx) -> Response:
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    return Response(ctx.gw.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
 async def openapi(ctx: Ctx) -> Response:
     return json_response(ctx.gw.openapi)
 
 
 ENDPOINTS = [
+    Endpoint("GET", "/metrics", metrics, "none", "Prometheus metrics", tags=["operations"]),
     Endpoint("GET", "/healthz", healthz, "none", "Liveness", tags=["operations"]),
     Endpoint(
         "GET",

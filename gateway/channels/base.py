@@ -1,0 +1,71 @@
+"""The one small interface every provider adapter implements (httpx's transport shape).
+
+ProviderError                   what went wrong at the provider, classified for the pipeline
+ ├── kind="transient"           retry later with backoff (429, 5xx, SMTP 4xx, connect errors)
+ ├── kind="permanent"           fail now with the reason (invalid number, unsubscribed, 5xx)
+ ├── kind="configuration"       the tenant's settings are wrong (bad token, auth failure)
+ └── kind="unknown"             the request left and no answer came back: never resend
+                                blindly, reconcile first
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+ErrorKind = Literal["transient", "permanent", "configuration", "unknown"]
+
+
+class ProviderError(Exception):
+    def __init__(
+        self,
+        kind: ErrorKind,
+        reason: str,
+        *,
+        code: str | None = None,
+        retry_after: float | None = None,
+        suppress: str | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+        self.code = code
+        self.retry_after = retry_after
+        # a reason to add the recipient to the tenant's suppression list (e.g. "hard_bounce")
+        self.suppress = suppress
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    """What an adapter needs to send one message; `config` is the channel's settings model
+    (secrets included) and `status_callback` the URL the provider should report to."""
+
+    id: str
+    tenant_id: str
+    to: str
+    body: str | None
+    config: Any
+    sender: str | None = None
+    subject: str | None = None
+    html_body: str | None = None
+    template: dict[str, Any] | None = None
+    status_callback: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    provider: str
+    provider_message_id: str
+    provider_status: str
+    status: Literal["sending", "sent"] = "sent"
+    num_segments: int | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+class Adapter(Protocol):
+    provider: str
+
+    async def send(self, message: OutboundMessage) -> SendResult: ...
+
+    async def aclose(self) -> None: ...

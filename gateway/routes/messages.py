@@ -1,0 +1,278 @@
+"""Tenant messaging endpoints: send on each channel, list and read messages."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from starlette.responses import Response
+
+from gateway.channel_models import MessageType
+from gateway.errors import NotFound, ValidationFailed
+from gateway.routing import Ctx, Endpoint, json_response
+from gateway.services.messaging import Draft
+from gateway.store import messages as store
+from gateway.validation import E164, EmailAddress, HeaderText, TemplateName, normalize_e164
+
+Scalar = str | int | float
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+class SendBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    message_type: MessageType | None = None
+    agent: Annotated[str, Field(min_length=1, max_length=100)] | None = Field(
+        None, description="Label of the AI agent that sends the message"
+    )
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    call_id: Annotated[str, Field(max_length=100)] | None = None
+    appointment_id: Annotated[str, Field(max_length=100)] | None = None
+    send_at: AwareDatetime | None = Field(None, description="Send later (ISO-8601 with offset)")
+
+    @field_validator("metadata")
+    @classmethod
+    def _small_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if len(json.dumps(value)) > 4096:
+            raise ValueError("must stay under 4 KB of JSON")
+        return value
+
+
+def _one_of(first: object, second: object, names: str) -> None:
+    if (first is None) == (second is None):
+        raise ValueError(f"give exactly one of {names}")
+
+
+class SmsSend(SendBase):
+    to: E164
+    body: Annotated[str, Field(min_length=1, max_length=1600)] | None = None
+    template: TemplateName | None = Field(None, description="Name of one of the SMS templates")
+    variables: dict[str, Scalar] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _body_or_template(self) -> SmsSend:
+        _one_of(self.body, self.template, "body or template")
+        return self
+
+
+class EmailSend(SendBase):
+    to: EmailAddress
+    subject: Annotated[HeaderText, Field(min_length=1, max_length=998)]
+    text: Annotated[str, Field(min_length=1, max_length=500_000)] | None = None
+    html: Annotated[str, Field(min_length=1, max_length=500_000)] | None = None
+
+    @model_validator(mode="after")
+    def _some_content(self) -> EmailSend:
+        if self.text is None and self.html is None:
+            raise ValueError("give text, html or both")
+        return self
+
+
+class WhatsAppSend(SendBase):
+    to: E164
+    text: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    template: TemplateName | None = Field(None, description="Alias of a WhatsApp template")
+    variables: list[Scalar] | dict[str, Scalar] | None = Field(
+        None, description="Body parameters: a list (positional) or an object (named)"
+    )
+
+    @model_validator(mode="after")
+    def _text_or_template(self) -> WhatsAppSend:
+        _one_of(self.text, self.template, "text or template")
+        return self
+
+
+def _idempotency_key(ctx: Ctx) -> str | None:
+    key = ctx.request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not _IDEMPOTENCY_KEY.match(key):
+        raise ValidationFailed.one(
+            "Idempotency-Key", "must be 1 to 255 printable ASCII characters without spaces"
+        )
+    return key
+
+
+def _common(body: SendBase) -> dict[str, Any]:
+    return {
+        "message_type": body.message_type,
+        "agent": body.agent,
+        "metadata": body.metadata,
+        "call_id": body.call_id,
+        "appointment_id": body.appointment_id,
+        "send_at": body.send_at,
+        "request": body.model_dump(mode="json"),
+    }
+
+
+async def _accept(ctx: Ctx, draft: Draft) -> Response:
+    key = _idempotency_key(ctx)
+    message, created = await ctx.gw.messaging.accept(ctx.tenant, draft, key)
+    headers = None if created else {"Idempotent-Replayed": "true"}
+    return json_response(message, status=202, headers=headers)
+
+
+async def send_sms(ctx: Ctx) -> Response:
+    ctx.gw.check_send_rate(ctx.tenant.tenant.id)
+    body: SmsSend = ctx.body
+    draft = Draft(
+        "sms",
+        body.to,
+        body=body.body,
+        template=body.template,
+        variables=body.variables,
+        **_common(body),
+    )
+    return await _accept(ctx, draft)
+
+
+async def send_email(ctx: Ctx) -> Response:
+    ctx.gw.check_send_rate(ctx.tenant.tenant.id)
+    body: EmailSend = ctx.body
+    draft = Draft(
+        "email", body.to, body=body.text, subject=body.subject, html_body=body.html, **_common(body)
+    )
+    return await _accept(ctx, draft)
+
+
+async def send_whatsapp(ctx: Ctx) -> Response:
+    ctx.gw.check_send_rate(ctx.tenant.tenant.id)
+    body: WhatsAppSend = ctx.body
+    draft = Draft(
+        "whatsapp",
+        body.to,
+        body=body.text,
+        template=body.template,
+        variables=body.variables,
+        **_common(body),
+    )
+    return await _accept(ctx, draft)
+
+
+Status = Literal[
+    "queued",
+    "sending",
+    "sent",
+    "delivered",
+    "read",
+    "undelivered",
+    "failed",
+    "received",
+    "canceled",
+]
+
+
+class MessageQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    channel: Literal["sms", "email", "whatsapp"] | None = None
+    status: Status | None = None
+    to: Annotated[str, Field(max_length=320)] | None = Field(
+        None, description="Recipient: E.164 number or email address"
+    )
+    message_type: MessageType | None = None
+    direction: Literal["outbound", "inbound"] | None = None
+    since: AwareDatetime | None = Field(None, description="Created at or after (inclusive)")
+    until: AwareDatetime | None = Field(None, description="Created before (exclusive)")
+    limit: int = Field(50, ge=1, le=200)
+    cursor: str | None = Field(None, description="next_cursor of the previous page")
+
+
+async def list_messages(ctx: Ctx) -> Response:
+    query: MessageQuery = ctx.query
+    from gateway.ids import iso
+
+    to = query.to
+    if to and to.startswith("+"):
+        try:
+            to = normalize_e164(to)
+        except ValueError as exc:
+            raise ValidationFailed.one("to", str(exc)) from None
+    elif to:
+        to = to.strip().lower()
+    filters = {
+        "channel": query.channel,
+        "status": query.status,
+        "to": to,
+        "message_type": query.message_type,
+        "direction": query.direction,
+        "since": iso(query.since) if query.since else None,
+        "until": iso(query.until) if query.until else None,
+    }
+    rows = await store.list_messages(ctx.tenant.db, filters, query.limit + 1, query.cursor)
+    more = len(rows) > query.limit
+    rows = rows[: query.limit]
+    return json_response(
+        {
+            "messages": [store.public_message(r) for r in rows],
+            "next_cursor": rows[-1]["id"] if more else None,
+        }
+    )
+
+
+async def get_message(ctx: Ctx) -> Response:
+    message_id = ctx.param("message_id")
+    row = await store.get_message(ctx.tenant.db, message_id)
+    if row is None:
+        raise NotFound(f"No message {message_id!r}", code="message_not_found")
+    message = store.public_message(row)
+    message["events"] = await store.list_events(ctx.tenant.db, message_id)
+    return json_response(message)
+
+
+_SEND_RESPONSES = {
+    409: "Channel disabled or not configured, recipient suppressed, or Idempotency-Key reused",
+    429: "Rate limited (see Retry-After)",
+}
+ENDPOINTS = [
+    Endpoint(
+        "POST",
+        "/api/channels/sms/send",
+        send_sms,
+        "tenant",
+        "Send an SMS",
+        tags=["messaging"],
+        body=SmsSend,
+        status=202,
+        responses=_SEND_RESPONSES,
+    ),
+    Endpoint(
+        "POST",
+        "/api/channels/email/send",
+        send_email,
+        "tenant",
+        "Send an email",
+        tags=["messaging"],
+        body=EmailSend,
+        status=202,
+        responses=_SEND_RESPONSES,
+    ),
+    Endpoint(
+        "POST",
+        "/api/channels/whatsapp/send",
+        send_whatsapp,
+        "tenant",
+        "Send a WhatsApp message",
+        tags=["messaging"],
+        body=WhatsAppSend,
+        status=202,
+        responses=_SEND_RESPONSES,
+    ),
+    Endpoint(
+        "GET",
+        "/api/messages",
+        list_messages,
+        "tenant",
+        "List messages, newest first",
+        tags=["messaging"],
+        query=MessageQuery,
+    ),
+    Endpoint(
+        "GET",
+        "/api/messages/{message_id}",
+        get_message,
+        "tenant",
+        "A message with its events",
+        tags=["messaging"],
+    ),
+]

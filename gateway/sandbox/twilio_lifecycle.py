@@ -1,0 +1,265 @@
+"""The sandbox account's messages and their life cycle after creation.
+
+Each message walks queued → sending → sent → delivered (or undelivered) one step per
+`callback_delay`, driven by timers on the event loop's own heap rather than a sleeping task
+per message, so thousands of messages a second cost little. State is guarded by a lock
+because tests read it from another thread than the one serving the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from gateway.sandbox.twilio_callbacks import CallbackSender
+from gateway.sandbox.twilio_wire import (
+    API_VERSION,
+    ERROR_MESSAGES,
+    new_sid,
+    price_for,
+    raw_dlr_done_date,
+    rfc2822,
+    segment_count,
+)
+
+MESSAGES_PATH = "/2010-04-01/Accounts/{account_sid}/Messages"
+
+_NEXT_STATUS = {"accepted": "queued", "queued": "sending", "sending": "sent", "sent": "delivered"}
+_FINAL = frozenset({"delivered", "undelivered", "failed"})
+# Twilio posts no callback for the initial status, nor for the fleeting "sending".
+_CALLBACK_STATUSES = frozenset({"queued", "sent", "delivered", "undelivered", "failed"})
+
+
+@dataclass(slots=True)
+class _Message:
+    sid: str
+    to: str
+    from_: str | None
+    service_sid: str | None
+    body: str
+    status_callback: str | None
+    segments: int
+    created: datetime
+    status: str
+    final_error: int | None
+    updated: datetime = field(init=False)
+    sent: datetime | None = None
+    error_code: int | None = None
+    history: list[str] = field(init=False)
+    held: list[dict[str, str]] | None = None
+
+    def __post_init__(self) -> None:
+        self.updated = self.created
+        self.history = [self.status]
+
+
+class TwilioMessages:
+    """Message state, the life-cycle switches and the read helpers tests use."""
+
+    def __init__(
+        self,
+        account_sid: str,
+        auth_token: str,
+        callback_delay: float = 0.05,
+        price_per_segment: str = "-0.0079",
+        price_unit: str = "USD",
+        *,
+        max_messages: int = 100_000,
+        service_sender: str = "+15005550006",
+        callback_concurrency: int = 8,
+        callback_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self.callback_delay = callback_delay
+        self.price_per_segment = price_per_segment
+        self.price_unit = price_unit
+        self.max_messages = max_messages
+        self.service_sender = service_sender
+        self.reorder = False
+        self.duplicate = False
+        self.callbacks = CallbackSender(
+            auth_token, concurrency=callback_concurrency, transport=callback_transport
+        )
+        self._messages: dict[str, _Message] = {}
+        self._lock = threading.Lock()
+        self._generation = 0
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """Every message resource created so far, oldest first, as GET would return it."""
+        with self._lock:
+            return [self._resource(message) for message in self._messages.values()]
+
+    def message(self, sid: str) -> dict[str, Any] | None:
+        with self._lock:
+            found = self._messages.get(sid)
+            return None if found is None else self._resource(found)
+
+    def status_history(self, sid: str) -> list[str]:
+        with self._lock:
+            found = self._messages.get(sid)
+            return [] if found is None else list(found.history)
+
+    async def wait_for_status(
+        self,
+        sid: str,
+        status: str,
+        timeout: float = 5.0,  # noqa: ASYNC109 - the state lives on another thread's loop
+    ) -> dict[str, Any]:
+        """Wait until message `sid` has reached `status` (now or earlier); return its resource."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            with self._lock:
+                found = self._messages.get(sid)
+                if found is not None and status in found.history:
+                    return self._resource(found)
+                current = None if found is None else found.status
+            if loop.time() >= deadline:
+                raise TimeoutError(f"message {sid} is {current!r}, not {status!r}")
+            await asyncio.sleep(0.005)
+
+    def forget_messages(self) -> None:
+        """Drop every message, its pending steps and callbacks not yet sent."""
+        with self._lock:
+            self._generation += 1
+            self._messages.clear()
+        self.callbacks.discard_pending()
+
+    async def aclose(self) -> None:
+        await self.callbacks.aclose()
+
+    def create_message(
+        self,
+        *,
+        to: str,
+        from_: str | None,
+        service_sid: str | None,
+        body: str,
+        status_callback: str | None,
+        final_error: int | None = None,
+    ) -> dict[str, Any]:
+        """Store a new message, start its life cycle and return the resource; on the loop."""
+        message = _Message(
+            sid=new_sid("SM"),
+            to=to,
+            from_=from_,
+            service_sid=service_sid,
+            body=body,
+            status_callback=status_callback,
+            segments=segment_count(body),
+            created=_now(),
+            status="accepted" if service_sid else "queued",
+            final_error=final_error,
+        )
+        with self._lock:
+            self._messages[message.sid] = message
+            if len(self._messages) > self.max_messages:
+                del self._messages[next(iter(self._messages))]
+            generation = self._generation
+            resource = self._resource(message)
+        asyncio.get_running_loop().call_later(
+            self.callback_delay, self._advance, message.sid, generation
+        )
+        return resource
+
+    def _advance(self, sid: str, generation: int) -> None:
+        with self._lock:
+            message = self._messages.get(sid)
+            if generation != self._generation or message is None or message.status in _FINAL:
+                return
+            status = _NEXT_STATUS[message.status]
+            if status == "delivered" and message.final_error is not None:
+                status = "undelivered"
+            now = _now()
+            message.status, message.updated = status, now
+            message.history.append(status)
+            if message.from_ is None and status == "queued":
+                message.from_ = self.service_sender
+            if status == "sent":
+                message.sent = now
+            if status in _FINAL:
+                message.error_code = message.final_error
+            batch = self._callback_batch(message, now)
+        if status not in _FINAL:
+            asyncio.get_running_loop().call_later(
+                self.callback_delay, self._advance, sid, generation
+            )
+        if batch and message.status_callback:
+            self.callbacks.send(sid, message.status_callback, batch)
+
+    def _callback_batch(self, message: _Message, now: datetime) -> list[dict[str, str]]:
+        if message.status_callback is None or message.status not in _CALLBACK_STATUSES:
+            return []
+        params = self._callback_params(message, now)
+        final = message.status in _FINAL
+        if self.reorder or message.held:
+            # Hold every callback until the final one, then release them newest first.
+            message.held = [*(message.held or []), params]
+            if not final:
+                return []
+            batch = message.held[::-1] if self.reorder else message.held
+            message.held = None
+        else:
+            batch = [params]
+        if self.duplicate:
+            batch = [item for item in batch for _ in range(2)]
+        return batch
+
+    def _callback_params(self, message: _Message, now: datetime) -> dict[str, str]:
+        params = {
+            "MessageSid": message.sid,
+            "SmsSid": message.sid,
+            "AccountSid": self.account_sid,
+            "From": message.from_ or "",
+            "To": message.to,
+            "MessageStatus": message.status,
+            "SmsStatus": message.status,
+            "ApiVersion": API_VERSION,
+        }
+        if message.service_sid:
+            params["MessagingServiceSid"] = message.service_sid
+        if message.status in ("delivered", "undelivered"):
+            params["RawDlrDoneDate"] = raw_dlr_done_date(now)
+        if message.error_code is not None:
+            params["ErrorCode"] = str(message.error_code)
+        return params
+
+    def _resource(self, message: _Message) -> dict[str, Any]:
+        uri = f"{MESSAGES_PATH.format(account_sid=self.account_sid)}/{message.sid}"
+        final = message.status in _FINAL
+        code = message.error_code
+        # Through a Messaging Service Twilio reports 0 segments until it picks the sender.
+        segments = 0 if message.status == "accepted" else message.segments
+        return {
+            "account_sid": self.account_sid,
+            "api_version": API_VERSION,
+            "body": message.body,
+            "date_created": rfc2822(message.created),
+            "date_sent": rfc2822(message.sent),
+            "date_updated": rfc2822(message.updated),
+            "direction": "outbound-api",
+            "error_code": code,
+            "error_message": None if code is None else ERROR_MESSAGES.get(code),
+            "from": message.from_,
+            "messaging_service_sid": message.service_sid,
+            "num_media": "0",
+            "num_segments": str(segments),
+            "price": price_for(self.price_per_segment, message.segments) if final else None,
+            "price_unit": self.price_unit,
+            "sid": message.sid,
+            "status": message.status,
+            "subresource_uris": {"media": f"{uri}/Media.json"},
+            "to": message.to,
+            "uri": f"{uri}.json",
+        }
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)

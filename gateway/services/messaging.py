@@ -1,0 +1,239 @@
+"""Accepting a message: validate against the channel's state, render, price, and commit the
+row before answering 202 — the dispatcher does the sending."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.auth import TenantPrincipal
+from gateway.channel_models import SmsConfig, WhatsAppConfig
+from gateway.config import Settings
+from gateway.db import ScopedConnection
+from gateway.errors import Conflict, ValidationFailed
+from gateway.ids import iso, new_id, now_iso
+from gateway.metrics import Metrics
+from gateway.services import pricing, segments
+from gateway.services.channel_config import ChannelConfigService, ChannelState
+from gateway.services.templates import render
+from gateway.store import messages as store
+
+
+@dataclass
+class Draft:
+    """A validated send request, as the channel-specific route model hands it over."""
+
+    channel: str
+    to: str
+    body: str | None = None
+    subject: str | None = None
+    html_body: str | None = None
+    template: str | None = None
+    variables: dict[str, Any] | list[Any] | None = None
+    message_type: str | None = None
+    agent: str | None = None
+    metadata: dict[str, Any] | None = None
+    call_id: str | None = None
+    appointment_id: str | None = None
+    send_at: datetime | None = None
+    request: dict[str, Any] | None = None  # the request as received, for idempotency
+
+
+class MessagingService:
+    def __init__(
+        self,
+        settings: Settings,
+        channels: ChannelConfigService,
+        metrics: Metrics,
+        wake: Callable[[], None],
+    ) -> None:
+        self.settings = settings
+        self.channels = channels
+        self.metrics = metrics
+        self.wake = wake
+
+    async def accept(
+        self, principal: TenantPrincipal, draft: Draft, idempotency_key: str | None
+    ) -> tuple[dict[str, Any], bool]:
+        """Returns (message, created); created is False for an idempotent replay."""
+        tdb = principal.db
+        request_hash = _request_hash(draft)
+        if idempotency_key:
+            existing = await store.get_by_idempotency_key(tdb, idempotency_key)
+            if existing is not None:
+                return self._replay(existing, request_hash), False
+        state = await self.channels.load(tdb, draft.channel)
+        self._check_channel(state)
+        suppressed = await store.suppression_for(tdb, draft.channel, draft.to)
+        if suppressed is not None:
+            raise Conflict(
+                f"{draft.to} is suppressed on {draft.channel}: {suppressed['reason']}",
+                code="recipient_suppressed",
+                details={"reason": suppressed["reason"], "since": suppressed["created_at"]},
+            )
+        row = self._build_row(principal, state, draft)
+        row.update(idempotency_key=idempotency_key, request_hash=request_hash)
+
+        def write(conn: ScopedConnection) -> None:
+            store.insert_message(conn, row)
+            store.insert_event(conn, row["id"], row["tenant_id"], "api", "queued", True, {})
+
+        try:
+            await tdb.write_fn(write)
+        except sqlite3.IntegrityError:
+            # the same key raced in from another request: answer like a replay
+            existing = await store.get_by_idempotency_key(tdb, idempotency_key or "")
+            if existing is None:
+                raise
+            return self._replay(existing, request_hash), False
+        self.metrics.accepted.labels(draft.channel).inc()
+        self.wake()
+        saved = await store.get_message(tdb, row["id"])
+        assert saved is not None
+        return store.public_message(saved), True
+
+    def _replay(self, existing: sqlite3.Row, request_hash: str) -> dict[str, Any]:
+        if existing["request_hash"] != request_hash:
+            raise Conflict(
+                "This Idempotency-Key was already used with a different request",
+                code="idempotency_key_reused",
+                details={"message_id": existing["id"]},
+            )
+        return store.public_message(existing)
+
+    def _check_channel(self, state: ChannelState) -> None:
+        channel = state.spec.channel
+        missing = self.channels.missing(state)
+        if missing:
+            raise Conflict(
+                f"The {channel} channel is not configured; missing: " + ", ".join(missing),
+                code="channel_not_configured",
+                details={"missing": missing},
+            )
+        if not state.row.enabled:
+            raise Conflict(f"The {channel} channel is disabled", code="channel_disabled")
+
+    def _build_row(
+        self, principal: TenantPrincipal, state: ChannelState, draft: Draft
+    ) -> dict[str, Any]:
+        now = now_iso()
+        due = iso(draft.send_at) if draft.send_at else now
+        row: dict[str, Any] = {
+            "id": new_id("msg"),
+            "tenant_id": principal.tenant.id,
+            "channel": draft.channel,
+            "direction": "outbound",
+            "to_address": draft.to,
+            "subject": draft.subject,
+            "html_body": draft.html_body,
+            "message_type": draft.message_type,
+            "agent": draft.agent,
+            "status": "queued",
+            "currency": "EUR",
+            "next_attempt_at": due,
+            "send_at": iso(draft.send_at) if draft.send_at else None,
+            "call_id": draft.call_id,
+            "appointment_id": draft.appointment_id,
+            "metadata": draft.metadata or {},
+            "created_at": now,
+            "updated_at": now,
+        }
+        if draft.channel == "sms":
+            self._sms(state, draft, row)
+        elif draft.channel == "whatsapp":
+            self._whatsapp(state, draft, row)
+        else:
+            row.update(
+                body=draft.body,
+                provider="smtp",
+                billed_cost=0.0,
+                provider_cost=0.0,
+                margin=0.0,
+                character_count=len(draft.body or ""),
+            )
+            row["from_address"] = state.row.settings.get("from_email")
+            row["message_type"] = draft.message_type or "transactional"
+        return row
+
+    def _sms(self, state: ChannelState, draft: Draft, row: dict[str, Any]) -> None:
+        config = state.config()
+        assert isinstance(config, SmsConfig)
+        body = draft.body
+        if draft.template:
+            text = config.templates.get(draft.template)
+            if text is None:
+                raise ValidationFailed.one("template", f"no SMS template named {draft.template!r}")
+            variables = draft.variables if isinstance(draft.variables, dict) else {}
+            body = render(text, variables)
+            row["template"] = {"name": draft.template, "variables": variables}
+        assert body is not None
+        if len(body) > 1600:
+            raise ValidationFailed.one("body", "the rendered text exceeds 1,600 characters")
+        info = segments.analyze(body)
+        operator = state.operator_settings
+        price = operator.get("price_per_segment")
+        if price is None:
+            price = float(self.settings.decimal("SMS_PRICE_PER_SEGMENT"))
+        row.update(
+            body=body,
+            provider="twilio",
+            from_address=operator.get("sender") or self.settings.get("TWILIO_PHONE_NUMBER"),
+            encoding=info.encoding,
+            character_count=info.characters,
+            num_segments=info.segments,
+            price_per_unit=price,
+            billed_cost=pricing.billed_cost(price, info.segments),
+            message_type=draft.message_type or config.default_message_type,
+        )
+
+    def _whatsapp(self, state: ChannelState, draft: Draft, row: dict[str, Any]) -> None:
+        config = state.config()
+        assert isinstance(config, WhatsAppConfig)
+        if draft.template:
+            template = config.templates.get(draft.template)
+            if template is None:
+                raise ValidationFailed.one(
+                    "template", f"no WhatsApp template named {draft.template!r}"
+                )
+            row["template"] = whatsapp_template(template.name, template.language, draft.variables)
+        row.update(
+            body=draft.body,
+            provider=config.provider,
+            from_address=config.phone_number_id,
+            character_count=len(draft.body or ""),
+            billed_cost=0.0,
+            provider_cost=0.0,
+            margin=0.0,
+            message_type=draft.message_type or "transactional",
+        )
+
+
+def whatsapp_template(
+    name: str, language: str, variables: dict[str, Any] | list[Any] | None
+) -> dict[str, Any]:
+    template: dict[str, Any] = {"name": name, "language": {"code": language}}
+    if isinstance(variables, list) and variables:
+        parameters = [{"type": "text", "text": str(v)} for v in variables]
+        template["components"] = [{"type": "body", "parameters": parameters}]
+    elif isinstance(variables, dict) and variables:
+        parameters = [
+            {"type": "text", "parameter_name": k, "text": str(v)} for k, v in variables.items()
+        ]
+        template["components"] = [{"type": "body", "parameters": parameters}]
+    return template
+
+
+def _request_hash(draft: Draft) -> str:
+    canonical = json.dumps(
+        {"channel": draft.channel, "request": draft.request}, sort_keys=True, default=str
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
