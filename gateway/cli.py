@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,12 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", parents=[common], help="run the HTTP server")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8787)
+
+    sandbox = sub.add_parser(
+        "sandbox", parents=[common], help="run the provider emulators for local development"
+    )
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--base-port", type=int, default=8788)
 
     sub.add_parser("migrate", parents=[common], help="apply pending migrations")
     sub.add_parser("rotate-keys", parents=[common], help="re-encrypt secrets under the primary key")
@@ -134,6 +141,19 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "serve":
         _serve(settings, args.host, args.port)
+    elif args.command == "sandbox":
+        from gateway.sandbox.runner import serve
+
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(
+                serve(
+                    args.host,
+                    args.base_port,
+                    settings.public_base_url,
+                    settings.get("TWILIO_ACCOUNT_SID"),
+                    settings.get("TWILIO_AUTH_TOKEN"),
+                )
+            )
     elif args.command == "migrate":
         applied = migrations.apply_migrations(
             settings.database_path, settings.migrations_dir, settings.migrations_table

@@ -115,6 +115,11 @@ class Database:
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_WriteJob]) -> None:
         outcomes: list[tuple[bool, Any]] = []
         try:
+            # a caller that gave up (cancelled) before its turn is skipped; a running job can
+            # no longer be cancelled, so its result is always delivered
+            batch[:] = [job for job in batch if job.future.set_running_or_notify_cancel()]
+            if not batch:
+                return
             conn.execute("BEGIN IMMEDIATE")
             for job in batch:
                 conn.execute("SAVEPOINT job")

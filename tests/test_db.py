@@ -93,3 +93,26 @@ async def test_tenant_scope_fills_the_tenant_and_refuses_unscoped_sql(db: Databa
         "SELECT name FROM items WHERE tenant_id = :tenant_id", {"tenant_id": "ten_b"}
     )
     assert [r["name"] for r in rows] == ["mine"]
+
+
+async def test_a_cancelled_write_never_kills_the_writer(db: Database) -> None:
+    import threading
+
+    gate = threading.Event()
+
+    def slow(conn: sqlite3.Connection) -> None:
+        gate.wait(5)
+        conn.execute("INSERT INTO items (tenant_id, name) VALUES ('t', 'slow')")
+
+    blocker = asyncio.ensure_future(db.write_fn(slow))
+    await asyncio.sleep(0.05)
+    waiting = asyncio.ensure_future(
+        db.execute_write("INSERT INTO items (tenant_id, name) VALUES ('t', 'given-up')")
+    )
+    await asyncio.sleep(0.05)
+    waiting.cancel()  # the caller gives up while its write is still queued
+    gate.set()
+    await blocker
+    await db.execute_write("INSERT INTO items (tenant_id, name) VALUES ('t', 'after')")
+    names = {r["name"] for r in await db.fetchall("SELECT name FROM items")}
+    assert names == {"slow", "after"}

@@ -62,7 +62,7 @@ async def test_sms_from_send_to_delivered_with_costs(stack: Stack) -> None:
         assert done["provider"] == "twilio" and done["provider_message_id"].startswith("SM")
         assert done["provider_cost_usd"] == -0.0079
         assert done["exchange_rate_usd_eur"] == 0.92
-        assert done["provider_cost"] == 0.0073  # 0.0079 × 0.92, rounded to 4 places
+        assert done["provider_cost"] == 0.0073  # 0.0079 * 0.92, rounded to 4 places
         assert done["margin"] == 0.0627
         assert done["sent_at"] and done["delivered_at"]
         assert [e["status"] for e in done["events"] if e["applied"]][:2] == ["queued", "sent"]
@@ -163,3 +163,78 @@ async def test_a_hang_is_reconciled_not_resent(stack: Stack) -> None:
     bodies = [m["body"] for m in stack.twilio.messages]
     assert bodies.count("only once") == 1, "the lost answer must not cause a second send"
     assert done["provider_message_id"] == stack.twilio.messages[0]["sid"]
+
+
+async def test_forged_status_callbacks_are_refused(stack: Stack) -> None:
+    from gateway.sandbox.twilio_webhooks import post_signed_form
+
+    async with stack.client() as http:
+        key = await stack.tenant(http, "acme")
+        response = await http.post(
+            "/api/channels/sms/send", json={"to": CLIENT, "body": "hi"}, headers=key
+        )
+        done = await wait_status(http, key, response.json()["id"], "delivered")
+        params = {
+            "MessageSid": done["provider_message_id"],
+            "MessageStatus": "failed",
+            "ErrorCode": "30006",
+            "AccountSid": "AC" + "a1" * 16,
+        }
+        url = f"{stack.url}/webhooks/twilio/status"
+        unsigned = await http.post(url, data=params)
+        wrong_key = await post_signed_form(http, url, params, "not-the-auth-token")
+        tampered = await post_signed_form(
+            http, url, {**params, "MessageStatus": "sent"}, "twilio-auth-token-0123456789abcdef"
+        )
+        # a signature over another URL (a replay to a different endpoint) fails too
+        replayed = await post_signed_form(
+            http,
+            url,
+            params,
+            "twilio-auth-token-0123456789abcdef",
+            signing_url=f"{stack.url}/webhooks/twilio/sms",
+        )
+        assert [r.status_code for r in (unsigned, wrong_key, replayed)] == [403, 403, 403]
+        assert tampered.status_code == 204, "a genuine late 'sent' is accepted and ignored"
+        after = await message(http, key, done["id"])
+    assert after["status"] == "delivered"
+
+
+async def test_inbound_sms_is_logged_and_stop_start_manage_suppression(stack: Stack) -> None:
+    from gateway.sandbox.twilio_webhooks import inbound_sms_params, post_signed_form
+
+    token = "twilio-auth-token-0123456789abcdef"
+    async with stack.client() as http:
+        key = await stack.tenant(http, "acme")
+        other = await stack.tenant(http, "unrelated")
+        first = await http.post(
+            "/api/channels/sms/send", json={"to": CLIENT, "body": "hi"}, headers=key
+        )
+        await wait_status(http, key, first.json()["id"], "delivered")
+        url = f"{stack.url}/webhooks/twilio/sms"
+        params = inbound_sms_params(CLIENT, "+33939035761", "STOP", "AC" + "a1" * 16)
+        reply = await post_signed_form(http, url, params, token)
+        assert reply.status_code == 200
+        assert reply.headers["content-type"].startswith("text/xml")
+        again = await post_signed_form(http, url, params, token)  # Twilio retries
+        assert again.status_code == 200
+        inbound = (await http.get("/api/messages?direction=inbound", headers=key)).json()
+        assert [m["body"] for m in inbound["messages"]] == ["STOP"]
+        assert (await http.get("/api/messages?direction=inbound", headers=other)).json()[
+            "messages"
+        ] == []
+        blocked = await http.post(
+            "/api/channels/sms/send", json={"to": CLIENT, "body": "hi"}, headers=key
+        )
+        assert blocked.status_code == 409
+        assert blocked.json()["error"]["code"] == "recipient_suppressed"
+        unaffected = await http.post(
+            "/api/channels/sms/send", json={"to": CLIENT, "body": "hi"}, headers=other
+        )
+        assert unaffected.status_code == 202, "STOP applies to the tenants that wrote to them"
+        start = inbound_sms_params(CLIENT, "+33939035761", "start", "AC" + "a1" * 16)
+        assert (await post_signed_form(http, url, start, token)).status_code == 200
+        allowed = await http.post(
+            "/api/channels/sms/send", json={"to": CLIENT, "body": "hi"}, headers=key
+        )
+    assert allowed.status_code == 202
