@@ -446,7 +446,9 @@ class Dispatcher:
                 )
             return
         ids = [c["sid"] for c in candidates]
-        taken = await self.db.read_fn(lambda c: store.adopted_provider_ids(c, row["provider"], ids))
+        taken = await self.db.read_fn(
+            lambda c: store.adopted_provider_ids(c, row["provider"], ids, row["id"])
+        )
         match = next((c for c in candidates if c["sid"] not in taken), None)
         if match is not None:
             await self._record_sent(
@@ -459,25 +461,27 @@ class Dispatcher:
                 ),
             )
             return
-        # the provider never got it: sending it now is not a duplicate
-        fields = {
-            "status": "queued",
-            "needs_reconciliation": 0,
-            "next_attempt_at": now_iso(),
-            "updated_at": now_iso(),
-        }
+        # the provider never got it: sending it now is not a duplicate — unless a status
+        # callback identified the send meanwhile, which the conditional update respects
+        now = now_iso()
 
         def write(conn: sqlite3.Connection) -> None:
-            store.update_message(conn, row["id"], fields)
-            store.insert_event(
-                conn,
-                row["id"],
-                row["tenant_id"],
-                "dispatcher",
-                "queued",
-                True,
-                {"reconciled": "not found at the provider; sending"},
-            )
+            requeued = conn.execute(
+                "UPDATE channel_messages_log SET status = 'queued', needs_reconciliation = 0, "
+                "next_attempt_at = ?, updated_at = ? WHERE id = ? AND status = 'sending' "
+                "AND needs_reconciliation = 1 AND provider_message_id IS NULL",
+                (now, now, row["id"]),
+            ).rowcount
+            if requeued:
+                store.insert_event(
+                    conn,
+                    row["id"],
+                    row["tenant_id"],
+                    "dispatcher",
+                    "queued",
+                    True,
+                    {"reconciled": "not found at the provider; sending"},
+                )
 
         await self.db.write_fn(write)
         self.wake()

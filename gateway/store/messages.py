@@ -297,14 +297,17 @@ def price_due(conn: sqlite3.Connection, now: str, limit: int) -> list[sqlite3.Ro
     return rows
 
 
-def adopted_provider_ids(conn: sqlite3.Connection, provider: str, ids: list[str]) -> set[str]:
+def adopted_provider_ids(
+    conn: sqlite3.Connection, provider: str, ids: list[str], except_id: str
+) -> set[str]:
+    """Which of these provider ids already belong to another message."""
     if not ids:
         return set()
     marks = ", ".join("?" for _ in ids)
     rows = conn.execute(
         "SELECT provider_message_id FROM channel_messages_log WHERE provider = ? "
-        f"AND provider_message_id IN ({marks})",
-        (provider, *ids),
+        f"AND provider_message_id IN ({marks}) AND id != ?",
+        (provider, *ids, except_id),
     ).fetchall()
     return {r[0] for r in rows}
 
