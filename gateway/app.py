@@ -21,14 +21,16 @@ from gateway.errors import ApiError
 from gateway.metrics import Metrics
 from gateway.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from gateway.openapi import build_openapi
-from gateway.routes import admin, channels, messages, ops, webhooks
+from gateway.routes import admin, booking, channels, messages, ops, voice, webhooks
 from gateway.routing import Endpoint
 from gateway.services.channel_config import ChannelConfigService
+from gateway.services.booking import BookingService
 from gateway.services.channel_tests import ChannelTests
 from gateway.services.dispatcher import Dispatcher, DispatchSettings
 from gateway.services.inbound import InboundService
 from gateway.services.messaging import MessagingService
 from gateway.services.ratelimit import TokenBuckets
+from gateway.services.voice import VoiceService
 from gateway.services.tenants import check_keyring
 
 log = logging.getLogger("gateway")
@@ -53,6 +55,8 @@ def all_endpoints() -> list[Endpoint]:
         *channels.ENDPOINTS,
         *messages.ENDPOINTS,
         *webhooks.ENDPOINTS,
+        *voice.ENDPOINTS,
+        *booking.ENDPOINTS,
     ]
 
 
@@ -72,6 +76,8 @@ class Gateway:
         self.messaging = MessagingService(settings, self.channels, self.metrics, self._wake)
         self.inbound = InboundService(self.db, self.metrics, self.dispatch_options.price_delay)
         self.channel_tests = ChannelTests(self.channels, self.adapters)
+        self.booking = BookingService(self.db, self.channels)
+        self.voice = VoiceService(self.db, settings, self.channels)
         rule = settings.ratelimit("SEND_RATE_LIMITER")
         self.send_limiter = TokenBuckets(rule) if rule else None
         self.openapi = build_openapi(endpoints, "Channel Gateway", VERSION)
@@ -99,6 +105,7 @@ class Gateway:
         if self.run_dispatcher:
             await self.dispatcher.stop()
         await self.adapters.aclose()
+        await self.voice.aclose()
         await self.db.close()
 
 

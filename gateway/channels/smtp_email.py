@@ -14,6 +14,7 @@ Error translation (DESIGN §8):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import ssl
@@ -60,6 +61,14 @@ class SmtpClient(aiosmtplib.SMTP):
     not be repeated blindly."""
 
     content_sent = False
+
+    def close(self) -> None:
+        # Abort, not close: a TLS close waits for the server's close_notify, which would leave
+        # the socket open after send() returned. Once QUIT is answered, or the session has
+        # failed, there is nothing left to say.
+        if isinstance(self.transport, asyncio.Transport):
+            self.transport.abort()
+        super().close()
 
     # Overrides aiosmtplib's DATA step, keeping its signature (hence the timeout parameter).
     async def data(

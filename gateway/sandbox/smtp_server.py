@@ -19,6 +19,7 @@ import contextlib
 import datetime
 import hmac
 import ipaddress
+import logging
 import shutil
 import ssl
 import tempfile
@@ -419,6 +420,10 @@ def _write_self_signed(directory: Path, host: str) -> ssl.SSLContext:
     return context
 
 
+def _drop_login_data_notice(record: logging.LogRecord) -> bool:
+    return "login_data is deprecated" not in record.getMessage()
+
+
 def run(
     host: str = "127.0.0.1",
     port: int | None = 2525,
@@ -432,6 +437,8 @@ def run(
         subject = received.message.get("Subject", "")
         print(f"{received.mail_from} -> {', '.join(received.rcpt_tos)}: {subject}", flush=True)
 
+    # aiosmtpd logs a deprecation notice of its own making on every successful AUTH.
+    logging.getLogger("mail.log").addFilter(_drop_login_data_notice)
     sandbox = SmtpSandbox(
         host=host,
         port=port,
