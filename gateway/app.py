@@ -23,15 +23,17 @@ from gateway.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from gateway.openapi import build_openapi
 from gateway.routes import admin, booking, channels, messages, ops, voice, webhooks
 from gateway.routing import Endpoint
-from gateway.services.channel_config import ChannelConfigService
 from gateway.services.booking import BookingService
+from gateway.services.channel_config import ChannelConfigService
 from gateway.services.channel_tests import ChannelTests
+from gateway.services.cron import Scheduler
 from gateway.services.dispatcher import Dispatcher, DispatchSettings
 from gateway.services.inbound import InboundService
 from gateway.services.messaging import MessagingService
 from gateway.services.ratelimit import TokenBuckets
-from gateway.services.voice import VoiceService
+from gateway.services.reminders import Reminders
 from gateway.services.tenants import check_keyring
+from gateway.services.voice import VoiceService
 
 log = logging.getLogger("gateway")
 VERSION = "0.1.0"
@@ -76,12 +78,19 @@ class Gateway:
         self.messaging = MessagingService(settings, self.channels, self.metrics, self._wake)
         self.inbound = InboundService(self.db, self.metrics, self.dispatch_options.price_delay)
         self.channel_tests = ChannelTests(self.channels, self.adapters)
+        self.reminders = Reminders(self.db, self.channels, self.messaging)
         self.booking = BookingService(self.db, self.channels)
+        self.booking.on_booked = self.reminders.confirm
+        self.scheduler = Scheduler(settings.crons, self.cron_tick)
         self.voice = VoiceService(self.db, settings, self.channels)
         rule = settings.ratelimit("SEND_RATE_LIMITER")
         self.send_limiter = TokenBuckets(rule) if rule else None
         self.openapi = build_openapi(endpoints, "Channel Gateway", VERSION)
         self.run_dispatcher = settings.get("DISPATCHER", "on") != "off"
+
+    async def cron_tick(self) -> dict[str, int]:
+        """What `[triggers] crons` runs: the reminders that are due."""
+        return {"reminders": await self.reminders.tick()}
 
     def _wake(self) -> None:
         self.dispatcher.wake()
@@ -100,9 +109,11 @@ class Gateway:
         await check_keyring(self.db, self.settings.keyring)
         if self.run_dispatcher:
             await self.dispatcher.start()
+            self.scheduler.start()
 
     async def stop(self) -> None:
         if self.run_dispatcher:
+            await self.scheduler.stop()
             await self.dispatcher.stop()
         await self.adapters.aclose()
         await self.voice.aclose()

@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--base-port", type=int, default=8788)
 
     sub.add_parser("migrate", parents=[common], help="apply pending migrations")
+    sub.add_parser(
+        "cron", parents=[common], help="run one scheduled tick by hand (reminders that are due)"
+    )
     sub.add_parser("rotate-keys", parents=[common], help="re-encrypt secrets under the primary key")
 
     tenant = sub.add_parser("tenant", help="manage tenants").add_subparsers(
@@ -92,6 +95,20 @@ def _serve(settings: Settings, host: str, port: int) -> None:
         access_log=False,
         timeout_graceful_shutdown=30,
     )
+
+
+async def _cron_tick(settings: Settings) -> Any:
+    """One tick with the gateway's own services; the messages it accepts are sent by the
+    running server's dispatcher (or by the next one to start)."""
+    from gateway.app import Gateway
+
+    gateway = Gateway(settings, [])
+    gateway.run_dispatcher = False
+    await gateway.start()
+    try:
+        return await gateway.cron_tick()
+    finally:
+        await gateway.stop()
 
 
 def _tenant_create(args: argparse.Namespace) -> Callable[[Database], Awaitable[Any]]:
@@ -154,6 +171,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                     settings.get("TWILIO_AUTH_TOKEN"),
                 )
             )
+    elif args.command == "cron":
+        _print(asyncio.run(_cron_tick(settings)))
     elif args.command == "migrate":
         applied = migrations.apply_migrations(
             settings.database_path, settings.migrations_dir, settings.migrations_table

@@ -269,6 +269,13 @@ def load_settings(
 
 
 def _validate(settings: Settings) -> None:
+    from gateway.services.cron import Cron
+
+    for expression in settings.crons:
+        try:
+            Cron(expression)
+        except ValueError as exc:
+            raise ConfigError(f"[triggers] crons: {exc}") from None
     for name in ("MAX_BODY_BYTES", "READ_CONNECTIONS"):
         if settings.integer(name) <= 0:
             raise ConfigError(f"{name} must be positive")

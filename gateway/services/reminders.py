@@ -1,0 +1,166 @@
+"""Appointment confirmations and reminders, sent through the messaging pipeline.
+
+A confirmation goes out after a booking on the tenant's SMS channel when it is enabled (else
+WhatsApp), plus email when that channel is enabled and the contact gave an address. Reminders
+go out 24 h and 1 h before. Exactly once, even across restarts: each message is accepted with
+an idempotency key derived from the appointment (accepting twice returns the same message),
+and only then is the appointment marked — a crash between the two is repaired by the next
+tick, which gets the same message back.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from gateway.auth import TenantPrincipal
+from gateway.db import Database, TenantDB
+from gateway.errors import ApiError
+from gateway.ids import iso, now_iso, parse_iso
+from gateway.services.channel_config import ChannelConfigService
+from gateway.services.messaging import Draft, MessagingService
+from gateway.services.templates import render
+from gateway.store import reminders as store
+from gateway.store import tenants as tenant_store
+
+log = logging.getLogger("gateway.reminders")
+
+DEFAULT_TEXTS = {
+    "confirmation": "Bonjour {name}, votre rendez-vous chez {business} est confirmé le {date} "
+    "à {time}.",
+    "reminder_24h": "Rappel : votre rendez-vous chez {business} est demain, {date} à {time}.",
+    "reminder_1h": "Rappel : votre rendez-vous chez {business} est aujourd'hui à {time}.",
+}
+# (kind, how long before the start it becomes due, until when before the start it is useful)
+REMINDERS = (
+    ("24h", timedelta(hours=24), timedelta(hours=1)),
+    ("1h", timedelta(hours=1), timedelta(0)),
+)
+
+
+class Reminders:
+    def __init__(
+        self, db: Database, channels: ChannelConfigService, messaging: MessagingService
+    ) -> None:
+        self.db = db
+        self.channels = channels
+        self.messaging = messaging
+
+    async def _principal(self, tenant_id: str) -> TenantPrincipal | None:
+        tenant = await tenant_store.get_tenant(self.db, tenant_id)
+        if tenant is None:
+            return None
+        return TenantPrincipal(tenant, "system", TenantDB(self.db, tenant_id))
+
+    async def _channels_for(self, principal: TenantPrincipal, has_email: bool) -> list[str]:
+        chosen: list[str] = []
+        for channel in ("sms", "whatsapp"):
+            state = await self.channels.load(principal.db, channel)
+            if state.row.enabled and not self.channels.missing(state):
+                chosen.append(channel)
+                break
+        if has_email:
+            state = await self.channels.load(principal.db, "email")
+            if state.row.enabled and not self.channels.missing(state):
+                chosen.append("email")
+        return chosen
+
+    async def _text(self, principal: TenantPrincipal, kind: str, fields: dict[str, str]) -> str:
+        state = await self.channels.load(principal.db, "sms")
+        templates = state.tenant_settings.get("templates") or {}
+        text = templates.get(kind) or DEFAULT_TEXTS[kind]
+        try:
+            return render(text, fields)
+        except ApiError:  # a tenant template with an unknown placeholder: use ours
+            return render(DEFAULT_TEXTS[kind], fields)
+
+    async def send(
+        self, principal: TenantPrincipal, appointment: dict[str, Any], kind: str
+    ) -> str | None:
+        """Accept the confirmation or a reminder on each suitable channel; returns the id of
+        the first message accepted (None when no channel can carry it)."""
+        starts = parse_iso(appointment["starts_at"]).astimezone(ZoneInfo(principal.tenant.timezone))
+        fields = {
+            "name": appointment.get("customer_name") or "",
+            "business": principal.tenant.name,
+            "date": starts.strftime("%d/%m/%Y"),
+            "time": starts.strftime("%H:%M"),
+            "service": appointment.get("service") or "",
+        }
+        text = await self._text(principal, kind, fields)
+        first: str | None = None
+        message_type = "transactional" if kind == "confirmation" else "appointment_reminder"
+        for channel in await self._channels_for(principal, bool(appointment.get("customer_email"))):
+            to = (
+                appointment["customer_email"]
+                if channel == "email"
+                else appointment["customer_phone"]
+            )
+            draft = Draft(
+                channel,
+                to,
+                body=text,
+                message_type=message_type,
+                subject=f"{principal.tenant.name} — rendez-vous" if channel == "email" else None,
+                appointment_id=appointment["id"],
+                call_id=appointment.get("call_id"),
+                metadata={"appointment_id": appointment["id"], "kind": kind},
+                request={"appointment": appointment["id"], "kind": kind, "channel": channel},
+            )
+            try:
+                message, _ = await self.messaging.accept(
+                    principal, draft, f"appointment:{appointment['id']}:{kind}:{channel}"
+                )
+            except ApiError as exc:  # suppressed recipient, channel trouble: skip this one
+                log.info(
+                    "appointment message not sent",
+                    extra={"kind": kind, "channel": channel, "reason": exc.code},
+                )
+                continue
+            first = first or str(message["id"])
+        return first
+
+    async def confirm(self, tenant_id: str, appointment: dict[str, Any]) -> None:
+        principal = await self._principal(tenant_id)
+        if principal is None:
+            return
+        message_id = await self.send(principal, appointment, "confirmation")
+        if message_id:
+            await self.db.write_fn(
+                lambda conn: store.mark_confirmation(conn, appointment["id"], message_id)
+            )
+
+    async def tick(self, now: datetime | None = None) -> int:
+        """Send the reminders that are due; returns how many appointments were reminded."""
+        now = now or datetime.now(UTC)
+        sent = 0
+        for kind, before, until in REMINDERS:
+            window = (iso(now + until), iso(now + before), int(before.total_seconds()))
+
+            def due(
+                conn: sqlite3.Connection, k: str = kind, w: tuple[str, str, int] = window
+            ) -> list[sqlite3.Row]:
+                return store.due_reminders(conn, k, *w, 200)
+
+            for row in await self.db.read_fn(due):
+                principal = await self._principal(row["tenant_id"])
+                if principal is None:
+                    continue
+                message_id = await self.send(principal, dict(row), f"reminder_{kind}")
+                if message_id is None:
+                    continue
+
+                def mark(
+                    conn: sqlite3.Connection,
+                    rid: str = row["id"],
+                    k: str = kind,
+                    mid: str = message_id,
+                ) -> None:
+                    store.mark_reminder(conn, rid, k, mid, now_iso())
+
+                await self.db.write_fn(mark)
+                sent += 1
+        return sent
