@@ -21,7 +21,17 @@ from gateway.errors import ApiError
 from gateway.metrics import Metrics
 from gateway.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from gateway.openapi import build_openapi
-from gateway.routes import admin, booking, channels, messages, ops, voice, webhooks
+from gateway.routes import (
+    admin,
+    analytics,
+    booking,
+    channels,
+    crm,
+    messages,
+    ops,
+    voice,
+    webhooks,
+)
 from gateway.routing import Endpoint
 from gateway.services.booking import BookingService
 from gateway.services.channel_config import ChannelConfigService
@@ -59,6 +69,8 @@ def all_endpoints() -> list[Endpoint]:
         *webhooks.ENDPOINTS,
         *voice.ENDPOINTS,
         *booking.ENDPOINTS,
+        *crm.ENDPOINTS,
+        *analytics.ENDPOINTS,
     ]
 
 

@@ -1,0 +1,7 @@
+"""(stub: being written)"""
+
+from __future__ import annotations
+
+from gateway.routing import Endpoint
+
+ENDPOINTS: list[Endpoint] = []

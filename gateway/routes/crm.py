@@ -1,0 +1,80 @@
+"""What the assistants collected, per tenant: prospects, tickets, and the calls themselves."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from gateway.routing import Ctx, Endpoint, json_response
+from gateway.store import crm
+
+
+class ProspectQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    project: Literal["buy", "sell", "rent", "let", "invest"] | None = None
+    call_id: str | None = None
+    limit: int = Field(50, ge=1, le=200)
+    cursor: str | None = None
+
+
+class TicketQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["open", "in_progress", "closed"] | None = None
+    priority: Literal["low", "normal", "high", "urgent"] | None = None
+    call_id: str | None = None
+    limit: int = Field(50, ge=1, le=200)
+    cursor: str | None = None
+
+
+async def list_prospects(ctx: Ctx) -> Response:
+    query: ProspectQuery = ctx.query
+    rows = await crm.list_prospects(
+        ctx.tenant.db,
+        {"project": query.project, "call_id": query.call_id},
+        query.limit + 1,
+        query.cursor,
+    )
+    more = len(rows) > query.limit
+    rows = rows[: query.limit]
+    return json_response(
+        {"prospects": [dict(r) for r in rows], "next_cursor": rows[-1]["id"] if more else None}
+    )
+
+
+async def list_tickets(ctx: Ctx) -> Response:
+    query: TicketQuery = ctx.query
+    rows = await crm.list_tickets(
+        ctx.tenant.db,
+        {"status": query.status, "priority": query.priority, "call_id": query.call_id},
+        query.limit + 1,
+        query.cursor,
+    )
+    more = len(rows) > query.limit
+    rows = rows[: query.limit]
+    return json_response(
+        {"tickets": [dict(r) for r in rows], "next_cursor": rows[-1]["id"] if more else None}
+    )
+
+
+ENDPOINTS = [
+    Endpoint(
+        "GET",
+        "/api/prospects",
+        list_prospects,
+        "tenant",
+        "Qualified prospects, newest first",
+        tags=["voice"],
+        query=ProspectQuery,
+    ),
+    Endpoint(
+        "GET",
+        "/api/tickets",
+        list_tickets,
+        "tenant",
+        "Support tickets, newest first",
+        tags=["voice"],
+        query=TicketQuery,
+    ),
+]
