@@ -29,6 +29,7 @@ from gateway.routes import (
     crm,
     messages,
     ops,
+    vapi,
     voice,
     webhooks,
 )
@@ -43,6 +44,8 @@ from gateway.services.messaging import MessagingService
 from gateway.services.ratelimit import TokenBuckets
 from gateway.services.reminders import Reminders
 from gateway.services.tenants import check_keyring
+from gateway.services.vapi_server import VapiServer
+from gateway.services.vapi_tools import TOOLS
 from gateway.services.voice import VoiceService
 
 log = logging.getLogger("gateway")
@@ -70,6 +73,7 @@ def all_endpoints() -> list[Endpoint]:
         *voice.ENDPOINTS,
         *booking.ENDPOINTS,
         *crm.ENDPOINTS,
+        *vapi.ENDPOINTS,
         *analytics.ENDPOINTS,
     ]
 
@@ -94,6 +98,7 @@ class Gateway:
         self.booking = BookingService(self.db, self.channels)
         self.booking.on_booked = self.reminders.confirm
         self.scheduler = Scheduler(settings.crons, self.cron_tick)
+        self.vapi = VapiServer(self, TOOLS)
         self.voice = VoiceService(self.db, settings, self.channels)
         rule = settings.ratelimit("SEND_RATE_LIMITER")
         self.send_limiter = TokenBuckets(rule) if rule else None

@@ -51,6 +51,14 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--timezone", default="Europe/Paris")
     tenant.add_parser("list", parents=[common], help="list tenants")
 
+    assistant = sub.add_parser("assistant", help="the tenants' Vapi assistants").add_subparsers(
+        dest="action", required=True
+    )
+    assistant_sync = assistant.add_parser(
+        "sync", parents=[common], help="create or update a tenant's Vapi assistant"
+    )
+    assistant_sync.add_argument("--tenant", required=True, help="tenant id or slug")
+
     keys = sub.add_parser("keys", help="manage tenant API keys").add_subparsers(
         dest="action", required=True
     )
@@ -107,6 +115,20 @@ async def _cron_tick(settings: Settings) -> Any:
     await gateway.start()
     try:
         return await gateway.cron_tick()
+    finally:
+        await gateway.stop()
+
+
+async def _assistant_sync(settings: Settings, tenant_ref: str) -> Any:
+    from gateway.app import Gateway
+    from gateway.services.provisioning import sync_assistant
+
+    gateway = Gateway(settings, [])
+    gateway.run_dispatcher = False
+    await gateway.start()
+    try:
+        tenant = await tenant_service.require_tenant(gateway.db, tenant_ref)
+        return await sync_assistant(tenant, settings, gateway.channels, gateway.voice)
     finally:
         await gateway.stop()
 
@@ -171,6 +193,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                     settings.get("TWILIO_AUTH_TOKEN"),
                 )
             )
+    elif args.command == "assistant":
+        _print(asyncio.run(_assistant_sync(settings, args.tenant)))
     elif args.command == "cron":
         _print(asyncio.run(_cron_tick(settings)))
     elif args.command == "migrate":

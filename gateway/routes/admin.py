@@ -151,3 +151,28 @@ ENDPOINTS = [
         "and sms (sender, price_per_segment).",
     ),
 ]
+
+
+async def sync_assistant(ctx: Ctx) -> Response:
+    from gateway.services.provisioning import sync_assistant as sync
+
+    tenant = await service.require_tenant(ctx.gw.db, ctx.param("tenant_id"))
+    view = await sync(tenant, ctx.gw.settings, ctx.gw.channels, ctx.gw.voice)
+    return json_response(view)
+
+
+ENDPOINTS.append(
+    Endpoint(
+        "POST",
+        "/admin/tenants/{tenant_id}/assistant",
+        sync_assistant,
+        "admin",
+        "Create or update the tenant's Vapi assistant",
+        tags=["operator"],
+        description="Creates the assistant (or updates the one in the phone configuration) "
+        "with the function tools and their JSON schemas, the server URL PUBLIC_BASE_URL + "
+        "/api/vapi/functions and VAPI_WEBHOOK_SECRET, then stores its id as "
+        "vapi_assistant_id.",
+        responses={409: "VAPI_API_KEY or VAPI_WEBHOOK_SECRET missing", 502: "Vapi refused"},
+    )
+)

@@ -58,7 +58,49 @@ async def list_tickets(ctx: Ctx) -> Response:
     )
 
 
+class CallQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    outcome: (
+        Literal[
+            "bridged", "fallback_dial", "fallback_apology", "unknown_tenant", "channel_disabled"
+        ]
+        | None
+    ) = None
+    status: str | None = None
+    limit: int = Field(50, ge=1, le=200)
+    cursor: str | None = None
+
+
+async def list_calls(ctx: Ctx) -> Response:
+    from gateway.store import calls
+
+    query: CallQuery = ctx.query
+    rows = await calls.list_calls(
+        ctx.tenant.db,
+        {"outcome": query.outcome, "status": query.status},
+        query.limit + 1,
+        query.cursor,
+    )
+    more = len(rows) > query.limit
+    rows = rows[: query.limit]
+    return json_response(
+        {
+            "calls": [calls.public_call(r) for r in rows],
+            "next_cursor": rows[-1]["id"] if more else None,
+        }
+    )
+
+
 ENDPOINTS = [
+    Endpoint(
+        "GET",
+        "/api/calls",
+        list_calls,
+        "tenant",
+        "Calls, newest first",
+        tags=["voice"],
+        query=CallQuery,
+    ),
     Endpoint(
         "GET",
         "/api/prospects",

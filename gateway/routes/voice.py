@@ -1,7 +1,37 @@
-"""(stub: being written)"""
+"""The Twilio voice webhook: an inbound call on the shared line (or a dedicated number).
+
+Twilio plays its own error message when a voice webhook fails, so once the signature is
+valid this always answers TwiML (the voice service never raises); a forged or missing
+signature answers 403 before anything is read or written.
+"""
 
 from __future__ import annotations
 
-from gateway.routing import Endpoint
+from starlette.responses import Response
 
-ENDPOINTS: list[Endpoint] = []
+from gateway.routes.webhooks import twilio_form
+from gateway.routing import Ctx, Endpoint
+
+
+async def twilio_voice(ctx: Ctx) -> Response:
+    params = await twilio_form(ctx, "twilio_voice")
+    twiml = await ctx.gw.voice.handle_inbound_call(params)
+    return Response(twiml, media_type="text/xml")
+
+
+ENDPOINTS: list[Endpoint] = [
+    Endpoint(
+        "POST",
+        "/webhooks/twilio/voice",
+        twilio_voice,
+        "signature",
+        "Twilio voice webhook: find the tenant and bridge the call to its Vapi assistant",
+        tags=["webhooks"],
+        form=True,
+        description=(
+            "Answers TwiML: Vapi's media-stream bridge, a `<Dial>` to the tenant's fallback "
+            "number when Vapi fails or is slow, or a polite `<Say>` + `<Hangup>` when no "
+            "tenant or no enabled phone channel is found."
+        ),
+    ),
+]

@@ -21,6 +21,7 @@ import hmac
 import ipaddress
 import logging
 import shutil
+import signal
 import ssl
 import tempfile
 import threading
@@ -62,6 +63,10 @@ class ReceivedMessage:
 class _Failure:
     reply: str
     remaining: int
+
+
+def _drop_login_data_notice(record: logging.LogRecord) -> bool:
+    return "login_data is deprecated" not in record.getMessage()
 
 
 class SmtpSandbox:
@@ -121,15 +126,23 @@ class SmtpSandbox:
     def start(self) -> SmtpSandbox:
         if self._controller is not None:
             raise RuntimeError("SMTP sandbox already running")
+        # aiosmtpd logs a deprecation notice of its own making on every successful AUTH.
+        logging.getLogger("mail.log").addFilter(_drop_login_data_notice)
+        try:
+            controller = self._controller_for(_Handler(self))
+            controller.start()
+        except BaseException:
+            self._remove_tempdir()
+            raise
+        self._controller = controller
+        return self
+
+    def _controller_for(self, handler: _Handler) -> Controller:
         server_context = None
         if self.tls_mode != "none":
             self._tempdir = Path(tempfile.mkdtemp(prefix="smtp-sandbox-"))
             server_context = _write_self_signed(self._tempdir, self.host)
-        handler = _Handler(self)
-        # aiosmtpd only counts a STARTTLS upgrade as TLS, so with implicit TLS it would refuse
-        # AUTH on a connection that is encrypted from the first byte.
-        auth_require_tls = self.tls_mode == "starttls"
-        controller = Controller(
+        return Controller(
             handler,
             hostname=self.host,
             port=self.port,
@@ -137,15 +150,10 @@ class SmtpSandbox:
             tls_context=server_context if self.tls_mode == "starttls" else None,
             server_hostname="localhost",  # avoids a reverse DNS lookup for the banner
             authenticator=handler.authenticate,
-            auth_require_tls=auth_require_tls,
+            # aiosmtpd only counts a STARTTLS upgrade as TLS, so with implicit TLS it would
+            # refuse AUTH on a connection that is encrypted from the first byte.
+            auth_require_tls=self.tls_mode == "starttls",
         )
-        try:
-            controller.start()
-        except BaseException:
-            self._remove_tempdir()
-            raise
-        self._controller = controller
-        return self
 
     def stop(self) -> None:
         controller, self._controller = self._controller, None
@@ -420,10 +428,6 @@ def _write_self_signed(directory: Path, host: str) -> ssl.SSLContext:
     return context
 
 
-def _drop_login_data_notice(record: logging.LogRecord) -> bool:
-    return "login_data is deprecated" not in record.getMessage()
-
-
 def run(
     host: str = "127.0.0.1",
     port: int | None = 2525,
@@ -437,8 +441,6 @@ def run(
         subject = received.message.get("Subject", "")
         print(f"{received.mail_from} -> {', '.join(received.rcpt_tos)}: {subject}", flush=True)
 
-    # aiosmtpd logs a deprecation notice of its own making on every successful AUTH.
-    logging.getLogger("mail.log").addFilter(_drop_login_data_notice)
     sandbox = SmtpSandbox(
         host=host,
         port=port,
@@ -453,5 +455,15 @@ def run(
             print(f"certificate to trust: {sandbox.cert_path}", flush=True)
         if sandbox.auth_required:
             print(f"credentials: {username} / {password}", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
+        # SIGTERM (a service manager, a container stop) ends the server like Ctrl-C, so the
+        # temporary key and certificate are removed either way.
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.getsignal(signal.SIGTERM)
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                threading.Event().wait()
+        finally:
+            if in_main_thread and previous is not None:
+                signal.signal(signal.SIGTERM, previous)

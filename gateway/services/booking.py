@@ -1,14 +1,328 @@
-"""Booking engine (stub: being written)."""
+"""Booking engine: free slots, booking without double-booking, cancel and reschedule.
+
+Slots. Each opening range of a day (`BookingSettings.opening_hours`, wall-clock times in the
+booking timezone) is first resolved to two real instants; slots then start at the opening
+instant and step by slot + buffer minutes in real (UTC) time while the appointment still ends
+by closing time. Stepping in real time rather than on the wall clock is what keeps slots
+from overlapping and keeps every slot's length true on daylight-saving days: on the spring
+day a 01:00-05:00 opening is three real hours and no slot starts at the missing 02:00-03:00;
+on the autumn day it is five, and 02:00 is offered twice, once at +02:00 and once at +01:00.
+A wall time inside the spring gap resolves to the instant after it (PEP 495, fold=0).
+
+Capacity. A slot is free while fewer than `capacity` booked appointments overlap
+[start, end + buffer). Booking runs the idempotency check, the capacity count and the
+insert in one `write_fn`; the database runs write functions one after the other, so two
+requests for the last place cannot both see it free.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import bisect
+import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from enum import Enum
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
-from gateway.db import Database
+from gateway.auth import TenantPrincipal
+from gateway.channel_models import BookingSettings, PhoneConfig, Weekday
+from gateway.db import Database, ScopedConnection, TenantDB
+from gateway.errors import Conflict, NotFound, ValidationFailed
+from gateway.ids import iso, new_id, parse_iso
 from gateway.services.channel_config import ChannelConfigService
+from gateway.store import appointments as store
+from gateway.store import tenants as tenants_store
+from gateway.store.tenants import Tenant
+from gateway.validation import normalize_e164, normalize_email
+
+log = logging.getLogger("gateway.booking")
 
 OnBooked = Callable[[str, dict[str, Any]], Awaitable[None]]
+TenantRef = Tenant | TenantPrincipal | TenantDB | str
+Source = Literal["voice", "api"]
+ClosingStatus = Literal["cancelled", "completed", "no_show"]
+BookingStatus = Literal["booked", "already_booked", "slot_taken", "rescheduled", "updated"]
+
+MAX_RANGE_DAYS = 31
+MAX_DURATION = timedelta(days=1)
+ALTERNATIVES = 3
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+# a closed appointment may be corrected between these two; nothing reopens a cancelled one
+_TRANSITIONS = {
+    "booked": {"cancelled", "completed", "no_show"},
+    "completed": {"no_show"},
+    "no_show": {"completed"},
+    "cancelled": set(),
+}
+
+
+class _Unset(Enum):
+    UNSET = 0
+
+
+UNSET = _Unset.UNSET
+
+
+class BookingInvalid(ValidationFailed):
+    """A request the booking rules refuse; `reason` is machine-readable, `detail` readable
+    aloud ("is outside the opening hours …")."""
+
+    def __init__(self, field: str, reason: str, detail: str) -> None:
+        super().__init__([{"field": field, "message": detail}], message=f"{field} {detail}")
+        self.details["reason"] = reason
+        self.reason = reason
+        self.detail = detail
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+# -- saying dates and times ------------------------------------------------------------------
+
+
+def say_day(day: date) -> str:
+    return f"{_DAY_NAMES[day.weekday()]} {day.day} {_MONTHS[day.month - 1]}"
+
+
+def _hhmm(moment: datetime) -> str:
+    return moment.strftime("%H:%M")
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _times(slots: list[datetime], cap: int) -> str:
+    if len(slots) <= cap:
+        return _join([_hhmm(s) for s in slots])
+    shown = ", ".join(_hhmm(s) for s in slots[:cap])
+    return f"{shown} and {len(slots) - cap} more until {_hhmm(slots[-1])}"
+
+
+def say_moments(moments: list[datetime]) -> str:
+    """'Tuesday 1 December at 09:30 and 10:00, and Wednesday 2 December at 09:00'."""
+    by_day: dict[date, list[datetime]] = {}
+    for moment in moments:
+        by_day.setdefault(moment.date(), []).append(moment)
+    parts = [f"{say_day(day)} at {_times(slots, 8)}" for day, slots in by_day.items()]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + ", and " + parts[-1]
+
+
+# -- the rules of one tenant at one moment ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BookingRules:
+    settings: BookingSettings
+    tz: ZoneInfo
+    now: datetime  # UTC
+
+    @property
+    def step(self) -> timedelta:
+        return timedelta(minutes=self.settings.slot_minutes + self.settings.buffer_minutes)
+
+    @property
+    def buffer(self) -> timedelta:
+        return timedelta(minutes=self.settings.buffer_minutes)
+
+    @property
+    def earliest(self) -> datetime:
+        return self.now + timedelta(minutes=self.settings.min_notice_minutes)
+
+    @property
+    def today(self) -> date:
+        return self.now.astimezone(self.tz).date()
+
+    @property
+    def last_day(self) -> date:
+        return self.today + timedelta(days=self.settings.horizon_days)
+
+    def utc(self, moment: datetime) -> datetime:
+        # a time without offset (as a voice assistant may say it) is a wall time of the
+        # booking timezone; the HTTP API only accepts times with an offset
+        if moment.tzinfo is None or moment.utcoffset() is None:
+            moment = moment.replace(tzinfo=self.tz)
+        return moment.astimezone(UTC)
+
+    def day_start(self, day: date) -> datetime:
+        return datetime.combine(day, time(0), self.tz).astimezone(UTC)
+
+    def _instant(self, day: date, hhmm: str) -> datetime:
+        if hhmm == "24:00":
+            return self.day_start(day + timedelta(days=1))
+        hour, minute = (int(part) for part in hhmm.split(":"))
+        return datetime.combine(day, time(hour, minute), self.tz).astimezone(UTC)
+
+    def ranges(self, day: date) -> list[tuple[datetime, datetime]]:
+        hours = self.settings.opening_hours.get(WEEKDAYS[day.weekday()], [])
+        return [(self._instant(day, r.open), self._instant(day, r.close)) for r in hours]
+
+    def grid(self, day: date, length: timedelta) -> list[datetime]:
+        """Every slot start of the day (UTC) whose appointment ends by closing time."""
+        starts: list[datetime] = []
+        for opens, closes in self.ranges(day):
+            start = opens
+            while start + length <= closes:
+                starts.append(start)
+                start += self.step
+        return sorted(set(starts))  # overlapping opening ranges must not offer a slot twice
+
+    def bookable(self, day: date, length: timedelta) -> list[datetime]:
+        if day > self.last_day:
+            return []
+        return [s for s in self.grid(day, length) if s >= self.earliest]
+
+    def opening_text(self, day: date) -> str:
+        hours = self.settings.opening_hours.get(WEEKDAYS[day.weekday()], [])
+        if not hours:
+            return f"closed on {_DAY_NAMES[day.weekday()]}"
+        spans = ", ".join(f"{r.open}-{r.close}" for r in hours)
+        return f"{_DAY_NAMES[day.weekday()]}: {spans}"
+
+
+class _Occupancy:
+    """Booked intervals, sorted, to count the overlaps of many candidate slots."""
+
+    def __init__(self, rows: list[tuple[str, str]]) -> None:
+        self.items = sorted((parse_iso(s), parse_iso(e)) for s, e in rows)
+        self.starts = [s for s, _ in self.items]
+
+    def count(self, start: datetime, until: datetime) -> int:
+        # no appointment lasts longer than MAX_DURATION, so earlier starts cannot overlap
+        lo = bisect.bisect_left(self.starts, start - MAX_DURATION)
+        hi = bisect.bisect_left(self.starts, until)
+        return sum(1 for _, ends in self.items[lo:hi] if ends > start)
+
+
+# -- results ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Availability:
+    timezone: str
+    first: date
+    last: date
+    duration_minutes: int
+    days: dict[date, list[datetime]]  # local times, with the booking timezone's offset
+    next_free: datetime | None  # only looked up when the range has no free slot
+    bookable_until: date
+
+    @property
+    def slots(self) -> list[datetime]:
+        return [slot for day in self.days.values() for slot in day]
+
+    def sentence(self) -> str:
+        slots = self.slots
+        single = self.first == self.last
+        where = (
+            f"on {say_day(self.first)}"
+            if single
+            else f"between {say_day(self.first)} and {say_day(self.last)}"
+        )
+        if slots and single:
+            if len(slots) > 8:
+                return f"On {say_day(self.first)}, {len(slots)} slots are free: {_times(slots, 5)}."
+            verb = "is" if len(slots) == 1 else "are"
+            return f"On {say_day(self.first)}: {_times(slots, 8)} {verb} free."
+        if slots:
+            days = [(d, s) for d, s in self.days.items() if s]
+            parts = [f"{say_day(d)} at {_times(s, 5)}" for d, s in days[:7]]
+            more = f"; and on {len(days) - 7} more days" if len(days) > 7 else ""
+            return f"Free slots {where}: " + "; ".join(parts) + more + "."
+        if self.first > self.bookable_until:
+            return (
+                "Appointments can only be booked up to "
+                f"{say_day(self.bookable_until)}; there is no slot {where}."
+            )
+        if self.next_free is not None:
+            return (
+                f"No free slot {where}; the next free one is {say_day(self.next_free.date())} "
+                f"at {_hhmm(self.next_free)}."
+            )
+        return f"No free slot {where}, nor any later one until {say_day(self.bookable_until)}."
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "timezone": self.timezone,
+            "start": self.first.isoformat(),
+            "end": self.last.isoformat(),
+            "duration_minutes": self.duration_minutes,
+            "bookable_until": self.bookable_until.isoformat(),
+            "days": [
+                {"date": d.isoformat(), "slots": [s.isoformat() for s in slots]}
+                for d, slots in self.days.items()
+            ],
+            "next_free": self.next_free.isoformat() if self.next_free else None,
+            "sentence": self.sentence(),
+        }
+
+
+@dataclass(frozen=True)
+class BookingResult:
+    status: BookingStatus
+    requested: datetime  # local
+    appointment: dict[str, Any] | None = None
+    alternatives: tuple[datetime, ...] = ()  # local, only for slot_taken
+
+    def sentence(self) -> str:
+        when = f"{say_day(self.requested.date())} at {_hhmm(self.requested)}"
+        if self.status == "booked":
+            return f"Booked for {when}."
+        if self.status == "rescheduled":
+            return f"Moved to {when}."
+        if self.status == "already_booked":
+            return f"This appointment is already booked for {when}."
+        if self.status == "updated":
+            status = self.appointment["status"] if self.appointment else "updated"
+            return f"The appointment of {when} is {status.replace('_', ' ')}."
+        if self.alternatives:
+            return (
+                f"{when} is no longer free. The next free slots are "
+                f"{say_moments(list(self.alternatives))}."
+            )
+        return f"{when} is no longer free, and no later slot is free within the booking horizon."
+
+    def public_alternatives(self) -> list[str]:
+        return [a.isoformat() for a in self.alternatives]
+
+
+# -- the service -----------------------------------------------------------------------------
+
+
+def _cursor(row: dict[str, Any]) -> str:
+    raw = f"{row['starts_at']}|{row['id']}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[str, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ValidationFailed.one("cursor", "is not a cursor this API returned") from None
+    starts_at, sep, appointment_id = raw.partition("|")
+    if not sep or not appointment_id:
+        raise ValidationFailed.one("cursor", "is not a cursor this API returned")
+    return starts_at, appointment_id
 
 
 class BookingService:
@@ -18,3 +332,389 @@ class BookingService:
         self.db = db
         self.channels = channels
         self.on_booked = on_booked
+        # replaced in tests, so "now" (notice, horizon, today) does not depend on the date
+        self.clock: Callable[[], datetime] = _utc_now
+
+    async def rules(self, tenant: TenantRef) -> BookingRules:
+        return (await self._context(tenant))[2]
+
+    async def _context(self, ref: TenantRef) -> tuple[Tenant, TenantDB, BookingRules]:
+        if isinstance(ref, TenantPrincipal):
+            ref = ref.tenant
+        if isinstance(ref, Tenant):
+            tenant = ref
+        else:
+            tenant_id = ref.tenant_id if isinstance(ref, TenantDB) else ref
+            found = await tenants_store.get_tenant(self.db, tenant_id)
+            if found is None:
+                raise NotFound(f"No tenant {tenant_id!r}", code="tenant_not_found")
+            tenant = found
+        tdb = ref if isinstance(ref, TenantDB) else TenantDB(self.db, tenant.id)
+        config = (await self.channels.load(tdb, "phone")).config()
+        assert isinstance(config, PhoneConfig)
+        tz = ZoneInfo(config.booking.timezone or tenant.timezone)
+        return tenant, tdb, BookingRules(config.booking, tz, self.clock().astimezone(UTC))
+
+    @staticmethod
+    def _length(rules: BookingRules, minutes: int | None, field: str) -> timedelta:
+        slot = rules.settings.slot_minutes
+        if minutes is None:
+            return timedelta(minutes=slot)
+        if minutes <= 0 or minutes % slot or timedelta(minutes=minutes) > MAX_DURATION:
+            raise BookingInvalid(
+                field,
+                "bad_duration",
+                f"must be a multiple of the slot length ({slot} minutes), at most one day",
+            )
+        return timedelta(minutes=minutes)
+
+    async def _occupancy(self, tdb: TenantDB, start: datetime, until: datetime) -> _Occupancy:
+        return _Occupancy(await store.booked_between(tdb, iso(start - MAX_DURATION), iso(until)))
+
+    def _free(
+        self, rules: BookingRules, occupancy: _Occupancy, start: datetime, length: timedelta
+    ) -> bool:
+        return occupancy.count(start, start + length + rules.buffer) < rules.settings.capacity
+
+    async def _next_free(
+        self, tdb: TenantDB, rules: BookingRules, after: datetime, length: timedelta, limit: int
+    ) -> list[datetime]:
+        """Up to `limit` free slot starts strictly after `after`, within the horizon (local)."""
+        first = max(after, rules.now).astimezone(rules.tz).date()
+        last = rules.last_day
+        if first > last:
+            return []
+        horizon_end = rules.day_start(last + timedelta(days=1)) + length + rules.buffer
+        occupancy = await self._occupancy(tdb, after, horizon_end)
+        found: list[datetime] = []
+        day = first
+        while day <= last and len(found) < limit:
+            for start in rules.bookable(day, length):
+                if start > after and self._free(rules, occupancy, start, length):
+                    found.append(start.astimezone(rules.tz))
+                    if len(found) == limit:
+                        break
+            day += timedelta(days=1)
+        return found
+
+    async def availability(
+        self, tenant: TenantRef, first: date, last: date | None = None, duration: int | None = None
+    ) -> Availability:
+        _, tdb, rules = await self._context(tenant)
+        last = first if last is None else last
+        if last < first:
+            raise BookingInvalid("end", "bad_range", "must not be before the start date")
+        if (last - first).days >= MAX_RANGE_DAYS:
+            raise BookingInvalid(
+                "end", "range_too_long", f"must be less than {MAX_RANGE_DAYS} days after the start"
+            )
+        length = self._length(rules, duration, "duration")
+        days: dict[date, list[datetime]] = {
+            first + timedelta(days=n): [] for n in range((last - first).days + 1)
+        }
+        lo, hi = max(first, rules.today), min(last, rules.last_day)
+        if lo <= hi:
+            until = rules.day_start(hi + timedelta(days=1)) + length + rules.buffer
+            occupancy = await self._occupancy(tdb, rules.day_start(lo), until)
+            for day in days:
+                if lo <= day <= hi:
+                    days[day] = [
+                        s.astimezone(rules.tz)
+                        for s in rules.bookable(day, length)
+                        if self._free(rules, occupancy, s, length)
+                    ]
+        next_free = None
+        if not any(days.values()) and last <= rules.last_day:
+            after = rules.day_start(last + timedelta(days=1)) - timedelta(microseconds=1)
+            found = await self._next_free(tdb, rules, after, length, 1)
+            next_free = found[0] if found else None
+        return Availability(
+            timezone=rules.tz.key,
+            first=first,
+            last=last,
+            duration_minutes=int(length.total_seconds() // 60),
+            days=days,
+            next_free=next_free,
+            bookable_until=rules.last_day,
+        )
+
+    def check_start(self, rules: BookingRules, start: datetime, length: timedelta) -> datetime:
+        """The start in UTC if the rules allow an appointment of `length` there."""
+        at = rules.utc(start)
+        if at < rules.now:
+            raise BookingInvalid("starts_at", "too_soon", "is in the past")
+        if at < rules.earliest:
+            raise BookingInvalid(
+                "starts_at",
+                "too_soon",
+                f"is too soon: appointments need {rules.settings.min_notice_minutes} "
+                "minutes' notice",
+            )
+        day = at.astimezone(rules.tz).date()
+        if day > rules.last_day:
+            raise BookingInvalid(
+                "starts_at",
+                "beyond_horizon",
+                f"is beyond the booking horizon: appointments can be booked up to "
+                f"{rules.settings.horizon_days} days ahead (until {say_day(rules.last_day)})",
+            )
+        for opens, closes in rules.ranges(day):
+            if not opens <= at < closes:
+                continue
+            if at + length > closes:
+                raise BookingInvalid(
+                    "starts_at",
+                    "outside_opening_hours",
+                    f"would end after closing time ({_hhmm(closes.astimezone(rules.tz))})",
+                )
+            if (at - opens) % rules.step:
+                step_minutes = int(rules.step.total_seconds() // 60)
+                before = opens + (at - opens) // rules.step * rules.step
+                near = [t for t in (before, before + rules.step) if t + length <= closes]
+                example = " or ".join(_hhmm(t.astimezone(rules.tz)) for t in near)
+                raise BookingInvalid(
+                    "starts_at",
+                    "off_grid",
+                    f"is not on the slot grid: slots start every {step_minutes} minutes from"
+                    f" {_hhmm(opens.astimezone(rules.tz))}"
+                    + (f" (nearest: {example})" if example else ""),
+                )
+            return at
+        raise BookingInvalid(
+            "starts_at",
+            "outside_opening_hours",
+            f"is outside the opening hours ({rules.opening_text(day)})",
+        )
+
+    async def book(
+        self,
+        tenant: TenantRef,
+        *,
+        name: str,
+        phone: str,
+        start: datetime,
+        email: str | None = None,
+        service: str | None = None,
+        duration: int | None = None,
+        source: Source = "api",
+        call_id: str | None = None,
+        notes: str | None = None,
+    ) -> BookingResult:
+        owner, tdb, rules = await self._context(tenant)
+        name = name.strip()
+        if not name or len(name) > 200 or "\n" in name or "\r" in name:
+            raise BookingInvalid(
+                "customer_name", "invalid_name", "must be one line of 1 to 200 characters"
+            )
+        try:
+            phone = normalize_e164(phone)
+        except ValueError as exc:
+            raise BookingInvalid("customer_phone", "invalid_phone", str(exc)) from None
+        if email is not None:
+            try:
+                email = normalize_email(email)
+            except ValueError as exc:
+                raise BookingInvalid("customer_email", "invalid_email", str(exc)) from None
+        length = self._length(rules, duration, "duration_minutes")
+        try:
+            at = self.check_start(rules, start, length)
+        except BookingInvalid:
+            # a retry of a booking that was made is answered as such, even once it is too late
+            existing = await store.find_booked(tdb, phone, iso(rules.utc(start)), "")
+            if existing is None:
+                raise
+            return BookingResult(
+                "already_booked",
+                rules.utc(start).astimezone(rules.tz),
+                store.public_appointment(existing, rules.tz),
+            )
+        now = iso(rules.now)
+        row: dict[str, Any] = {
+            "id": new_id("apt"),
+            "customer_name": name,
+            "customer_phone": phone,
+            "customer_email": email,
+            "service": service,
+            "starts_at": iso(at),
+            "ends_at": iso(at + length),
+            "status": "booked",
+            "source": source,
+            "call_id": call_id,
+            "notes": notes,
+            "created_at": now,
+            "updated_at": now,
+        }
+        until = iso(at + length + rules.buffer)
+        capacity = rules.settings.capacity
+
+        def write(conn: ScopedConnection) -> tuple[BookingStatus, dict[str, Any] | None]:
+            existing = store.same_booking(conn, phone, row["starts_at"])
+            if existing is not None:
+                return "already_booked", dict(existing)
+            if store.count_overlapping(conn, row["starts_at"], until) >= capacity:
+                return "slot_taken", None
+            store.insert(conn, row)
+            return "booked", row
+
+        status, stored = await tdb.write_fn(write)
+        local = at.astimezone(rules.tz)
+        if stored is None:
+            alternatives = await self._next_free(tdb, rules, at, length, ALTERNATIVES)
+            return BookingResult("slot_taken", local, None, tuple(alternatives))
+        appointment = store.public_appointment(stored, rules.tz)
+        if status == "booked":
+            await self._notify(owner.id, appointment)
+        return BookingResult(status, local, appointment)
+
+    async def _notify(self, tenant_id: str, appointment: dict[str, Any]) -> None:
+        if self.on_booked is None:
+            return
+        try:
+            await self.on_booked(tenant_id, appointment)
+        except Exception:
+            # the appointment is committed: a failed confirmation must not make it look failed
+            log.exception("on_booked failed for appointment %s", appointment["id"])
+
+    async def get(self, tenant: TenantRef, appointment_id: str) -> dict[str, Any]:
+        _, tdb, rules = await self._context(tenant)
+        row = await store.get(tdb, appointment_id)
+        if row is None:
+            raise NotFound(f"No appointment {appointment_id!r}", code="appointment_not_found")
+        return store.public_appointment(row, rules.tz)
+
+    async def find_booked(
+        self, tenant: TenantRef, phone: str, start: datetime | None = None
+    ) -> dict[str, Any] | None:
+        """The booked appointment of `phone` at `start`, or its next upcoming one."""
+        _, tdb, rules = await self._context(tenant)
+        try:
+            phone = normalize_e164(phone)
+        except ValueError as exc:
+            raise BookingInvalid("customer_phone", "invalid_phone", str(exc)) from None
+        at = iso(rules.utc(start)) if start is not None else None
+        row = await store.find_booked(tdb, phone, at, iso(rules.now))
+        return store.public_appointment(row, rules.tz) if row else None
+
+    async def list(
+        self,
+        tenant: TenantRef,
+        *,
+        status: str | None = None,
+        phone: str | None = None,
+        starts_from: datetime | None = None,
+        starts_before: datetime | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        _, tdb, rules = await self._context(tenant)
+        filters = {
+            "status": status,
+            "phone": phone,
+            "from": iso(starts_from) if starts_from else None,
+            "to": iso(starts_before) if starts_before else None,
+        }
+        after = _decode_cursor(cursor) if cursor else None
+        rows = await store.list_appointments(tdb, filters, limit + 1, after)
+        page = [dict(r) for r in rows[:limit]]
+        return {
+            "appointments": [store.public_appointment(r, rules.tz) for r in page],
+            "next_cursor": _cursor(page[-1]) if len(rows) > limit else None,
+        }
+
+    async def cancel(self, tenant: TenantRef, appointment_id: str) -> dict[str, Any]:
+        result = await self.update(tenant, appointment_id, status="cancelled")
+        assert result.appointment is not None
+        return result.appointment
+
+    async def reschedule(
+        self, tenant: TenantRef, appointment_id: str, new_start: datetime
+    ) -> BookingResult:
+        return await self.update(tenant, appointment_id, starts_at=new_start)
+
+    async def update(
+        self,
+        tenant: TenantRef,
+        appointment_id: str,
+        *,
+        status: ClosingStatus | None = None,
+        starts_at: datetime | None = None,
+        notes: str | _Unset | None = UNSET,
+    ) -> BookingResult:
+        """Change the status, or move the appointment (atomically: the new slot must be free
+        not counting the appointment itself), and/or its notes, in one write."""
+        if status is not None and starts_at is not None:
+            raise BookingInvalid("starts_at", "conflicting_change", "cannot change with status")
+        owner, tdb, rules = await self._context(tenant)
+        current = await store.get(tdb, appointment_id)
+        if current is None:
+            raise NotFound(f"No appointment {appointment_id!r}", code="appointment_not_found")
+        at: datetime | None = None
+        length = parse_iso(current["ends_at"]) - parse_iso(current["starts_at"])
+        if starts_at is not None and iso(rules.utc(starts_at)) != current["starts_at"]:
+            # the duration of an appointment never changes, so checking it here is safe
+            at = self.check_start(rules, starts_at, length)
+        now = iso(rules.now)
+        capacity = rules.settings.capacity
+        buffer = rules.buffer
+
+        def write(conn: ScopedConnection) -> tuple[BookingStatus, dict[str, Any] | None]:
+            row = store.get_locked(conn, appointment_id)
+            if row is None:
+                raise NotFound(f"No appointment {appointment_id!r}", code="appointment_not_found")
+            fields: dict[str, Any] = {}
+            outcome: BookingStatus = "updated"
+            if status is not None and status != row["status"]:
+                if status not in _TRANSITIONS[row["status"]]:
+                    raise Conflict(
+                        f"A {row['status']} appointment cannot become {status}",
+                        code="invalid_status_change",
+                        details={"status": row["status"]},
+                    )
+                fields["status"] = status
+                if status == "cancelled":
+                    fields["cancelled_at"] = now
+            if starts_at is not None and row["status"] != "booked":
+                raise Conflict(
+                    f"Only a booked appointment can be moved; this one is {row['status']}",
+                    code="appointment_not_booked",
+                    details={"status": row["status"]},
+                )
+            if at is not None and iso(at) != row["starts_at"]:
+                other = store.same_booking(conn, row["customer_phone"], iso(at))
+                if other is not None:
+                    raise Conflict(
+                        "This customer already has an appointment at that time",
+                        code="duplicate_appointment",
+                        details={"appointment_id": other["id"]},
+                    )
+                taken = store.count_overlapping(
+                    conn, iso(at), iso(at + length + buffer), exclude_id=appointment_id
+                )
+                if taken >= capacity:
+                    return "slot_taken", None
+                fields.update(starts_at=iso(at), ends_at=iso(at + length))
+                # reminders were for the old time
+                fields.update(
+                    reminder_24h_message_id=None,
+                    reminder_24h_at=None,
+                    reminder_1h_message_id=None,
+                    reminder_1h_at=None,
+                )
+                outcome = "rescheduled"
+            if notes is not UNSET and notes != row["notes"]:
+                fields["notes"] = notes
+            if fields:
+                fields["updated_at"] = now
+                store.update(conn, appointment_id, fields)
+            return outcome, {**dict(row), **fields}
+
+        result, stored = await tdb.write_fn(write)
+        if stored is None:
+            assert at is not None
+            alternatives = await self._next_free(tdb, rules, at, length, ALTERNATIVES)
+            return BookingResult("slot_taken", at.astimezone(rules.tz), None, tuple(alternatives))
+        appointment = store.public_appointment(stored, rules.tz)
+        if result == "rescheduled":
+            await self._notify(owner.id, appointment)
+        requested = parse_iso(stored["starts_at"]).astimezone(rules.tz)
+        return BookingResult(result, requested, appointment)

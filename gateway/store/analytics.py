@@ -1,0 +1,226 @@
+"""SQL for analytics: message and call aggregates, one contact's timeline, money-losing items,
+and the operator's per-tenant totals.
+
+Aggregates over a period read [prev_start, end) in one pass and label each row `current` or
+`previous` by its created_at, so a comparison costs one index range scan, not two. Every
+statement that reads channel_messages_log names only columns of `ix_messages_analytics`
+(0004), so SQLite answers it from that index without touching the rows, whose bodies can be
+large. Rows are counted with COUNT(*) or COUNT(created_at), never COUNT(id), for that reason.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.db import Database, TenantDB
+
+DELIVERED = "('delivered', 'read')"
+FAILED = "('failed', 'undelivered')"
+IN_FLIGHT = "('queued', 'sending', 'sent')"
+FALLBACKS = "('fallback_dial', 'fallback_apology')"
+_PERIOD = "CASE WHEN created_at >= :start THEN 'current' ELSE 'previous' END AS period"
+_WINDOW = "tenant_id = :tenant_id AND created_at >= :prev_start AND created_at < :end"
+_OUTBOUND = f"direction = 'outbound' AND {_WINDOW}"
+
+
+@dataclass(frozen=True)
+class Window:
+    """[prev_start, start) is the previous period, [start, end) the current one (ISO text)."""
+
+    prev_start: str
+    start: str
+    end: str
+
+    def params(self) -> dict[str, Any]:
+        return {"prev_start": self.prev_start, "start": self.start, "end": self.end}
+
+
+def _message_filters(filters: dict[str, str | None]) -> tuple[str, dict[str, Any]]:
+    clauses, params = [], {}
+    for column in ("channel", "message_type", "agent"):
+        if filters.get(column) is not None:
+            clauses.append(f" AND {column} = :f_{column}")
+            params[f"f_{column}"] = filters[column]
+    return "".join(clauses), params
+
+
+def message_totals_sql(filters: dict[str, str | None]) -> tuple[str, dict[str, Any]]:
+    where, params = _message_filters(filters)
+    sql = (
+        f"SELECT {_PERIOD}, COUNT(*) AS total, "
+        f"SUM(status IN {DELIVERED}) AS delivered, "
+        f"SUM(status IN {FAILED}) AS failed, "
+        f"SUM(status IN {IN_FLIGHT}) AS in_flight, "
+        "SUM(status = 'canceled') AS canceled, "
+        "TOTAL(billed_cost) AS revenue, COUNT(billed_cost) AS with_revenue, "
+        "TOTAL(provider_cost) AS cost, COUNT(provider_cost) AS with_cost, "
+        "TOTAL(margin) AS margin, COUNT(margin) AS with_margin, "
+        # the revenue a margin is known for: margin % compares like with like
+        "TOTAL(CASE WHEN margin IS NOT NULL THEN billed_cost END) AS priced_revenue, "
+        "TOTAL(num_segments) AS segments, "
+        "TOTAL(character_count) AS characters, COUNT(character_count) AS with_characters, "
+        "MIN(character_count) AS min_characters, MAX(character_count) AS max_characters, "
+        "COUNT(DISTINCT to_address) AS unique_recipients, "
+        "COUNT(call_id) AS linked_to_calls, "
+        f"TOTAL(CASE WHEN status IN {DELIVERED} THEN "
+        "(julianday(delivered_at) - julianday(sent_at)) * 86400.0 END) AS delivery_seconds, "
+        f"COUNT(CASE WHEN status IN {DELIVERED} THEN "
+        "julianday(delivered_at) - julianday(sent_at) END) AS with_delivery_time "
+        f"FROM channel_messages_log WHERE {_OUTBOUND}{where} GROUP BY period"
+    )
+    return sql, params
+
+
+def message_breakdown_sql(filters: dict[str, str | None]) -> tuple[str, dict[str, Any]]:
+    where, params = _message_filters(filters)
+    sql = (
+        f"SELECT {_PERIOD}, channel, message_type, COUNT(*) AS count, "
+        f"SUM(status IN {DELIVERED}) AS delivered, TOTAL(billed_cost) AS revenue, "
+        "TOTAL(provider_cost) AS cost, TOTAL(margin) AS margin "
+        f"FROM channel_messages_log WHERE {_OUTBOUND}{where} "
+        "GROUP BY period, channel, message_type"
+    )
+    return sql, params
+
+
+async def message_totals(
+    tdb: TenantDB, window: Window, filters: dict[str, str | None]
+) -> list[sqlite3.Row]:
+    sql, params = message_totals_sql(filters)
+    return await tdb.fetchall(sql, {**params, **window.params()})
+
+
+async def message_breakdown(
+    tdb: TenantDB, window: Window, filters: dict[str, str | None]
+) -> list[sqlite3.Row]:
+    sql, params = message_breakdown_sql(filters)
+    return await tdb.fetchall(sql, {**params, **window.params()})
+
+
+CALL_TOTALS_SQL = (
+    f"SELECT {_PERIOD}, COUNT(*) AS calls, "
+    "SUM(CASE WHEN outcome = 'bridged' THEN 1 ELSE 0 END) AS bridged, "
+    f"SUM(CASE WHEN outcome IN {FALLBACKS} THEN 1 ELSE 0 END) AS fallbacks, "
+    "TOTAL(duration_seconds) AS duration, COUNT(duration_seconds) AS with_duration, "
+    "TOTAL(provider_cost) AS cost, TOTAL(billed_cost) AS revenue, TOTAL(margin) AS margin "
+    f"FROM call_logs WHERE {_WINDOW} GROUP BY period"
+)
+
+# what the assistants produced during calls, counted by creation time
+CALL_OUTCOMES_SQL = (
+    f"SELECT 'appointments' AS kind, {_PERIOD}, COUNT(*) AS n FROM rendez_vous "
+    f"WHERE {_WINDOW} AND (source = 'voice' OR call_id IS NOT NULL) GROUP BY period "
+    f"UNION ALL SELECT 'prospects', {_PERIOD}, COUNT(*) FROM qualified_prospects "
+    f"WHERE {_WINDOW} GROUP BY period "
+    f"UNION ALL SELECT 'tickets', {_PERIOD}, COUNT(*) FROM tickets "
+    f"WHERE {_WINDOW} GROUP BY period"
+)
+
+
+async def call_totals(tdb: TenantDB, window: Window) -> list[sqlite3.Row]:
+    return await tdb.fetchall(CALL_TOTALS_SQL, window.params())
+
+
+async def call_outcomes(tdb: TenantDB, window: Window) -> list[sqlite3.Row]:
+    return await tdb.fetchall(CALL_OUTCOMES_SQL, window.params())
+
+
+# -- one contact's timeline ---------------------------------------------------------------
+
+
+def _in(prefix: str, values: Sequence[str]) -> tuple[str, dict[str, Any]]:
+    names = [f"{prefix}{i}" for i in range(len(values))]
+    return ", ".join(f":{n}" for n in names), dict(zip(names, values, strict=True))
+
+
+async def timeline(
+    tdb: TenantDB, contacts: Sequence[str], limit: int, before: tuple[str, str] | None
+) -> list[sqlite3.Row]:
+    """Calls and messages to or from any of `contacts`, newest first, (time, id) descending;
+    `before` is the (time, id) of the last item already seen."""
+    marks, params = _in("c", contacts)
+    after_cursor = ""
+    if before is not None:
+        # the first bound gives the index a range; the second breaks ties on the same time
+        after_cursor = " AND created_at <= :b_time AND (created_at < :b_time OR id < :b_id)"
+        params.update(b_time=before[0], b_id=before[1])
+    order = "ORDER BY created_at DESC, id DESC LIMIT :limit"
+    sql = (
+        "SELECT * FROM (SELECT 'call' AS type, id, created_at AS time, 'phone' AS channel, "
+        "direction, COALESCE(outcome, status) AS status, billed_cost AS cost, "
+        "duration_seconds, NULL AS subject, NULL AS body FROM call_logs "
+        f"WHERE tenant_id = :tenant_id AND (from_number IN ({marks}) OR to_number IN ({marks}))"
+        f"{after_cursor} {order}) "
+        "UNION ALL SELECT * FROM (SELECT 'message', id, created_at, channel, direction, status, "
+        "billed_cost, NULL, substr(subject, 1, 500), substr(body, 1, 500) "
+        "FROM channel_messages_log WHERE tenant_id = :tenant_id "
+        f"AND (to_address IN ({marks}) OR from_address IN ({marks})){after_cursor} {order}) "
+        "ORDER BY time DESC, id DESC LIMIT :limit"
+    )
+    return await tdb.fetchall(sql, {**params, "limit": limit})
+
+
+# -- profitability --------------------------------------------------------------------------
+
+_PERIOD_ONLY = "tenant_id = :tenant_id AND created_at >= :start AND created_at < :end"
+UNPROFITABLE_SQL = (
+    "SELECT * FROM (SELECT 'message' AS type, id, created_at AS time, channel, "
+    "to_address AS contact, billed_cost AS revenue, provider_cost AS cost, margin, "
+    "num_segments, NULL AS duration_seconds FROM channel_messages_log "
+    f"WHERE direction = 'outbound' AND {_PERIOD_ONLY} AND margin < 0 "
+    "ORDER BY margin, created_at DESC, id LIMIT :limit) "
+    "UNION ALL SELECT * FROM (SELECT 'call', id, created_at, 'phone', "
+    "CASE WHEN direction = 'outbound' THEN to_number ELSE from_number END, "
+    "billed_cost, provider_cost, margin, NULL, duration_seconds FROM call_logs "
+    f"WHERE {_PERIOD_ONLY} AND margin < 0 ORDER BY margin, created_at DESC, id LIMIT :limit) "
+    "ORDER BY margin, time DESC, id LIMIT :limit"
+)
+
+LOSS_SHARE_SQL = (
+    "SELECT channel, COUNT(margin) AS priced, "
+    "SUM(CASE WHEN margin < 0 THEN 1 ELSE 0 END) AS losing, "
+    "TOTAL(CASE WHEN margin < 0 THEN margin END) AS loss FROM channel_messages_log "
+    f"WHERE direction = 'outbound' AND {_PERIOD_ONLY} GROUP BY channel "
+    "UNION ALL SELECT 'phone', COUNT(margin), "
+    "SUM(CASE WHEN margin < 0 THEN 1 ELSE 0 END), "
+    f"TOTAL(CASE WHEN margin < 0 THEN margin END) FROM call_logs WHERE {_PERIOD_ONLY}"
+)
+
+
+async def unprofitable(tdb: TenantDB, start: str, end: str, limit: int) -> list[sqlite3.Row]:
+    return await tdb.fetchall(UNPROFITABLE_SQL, {"start": start, "end": end, "limit": limit})
+
+
+async def loss_share(tdb: TenantDB, start: str, end: str) -> list[sqlite3.Row]:
+    return await tdb.fetchall(LOSS_SHARE_SQL, {"start": start, "end": end})
+
+
+# -- operator: every tenant -------------------------------------------------------------------
+
+# tenants drive the join so each tenant's rows are read through its (tenant_id, created_at)
+# range; a tenant without activity still gets its row of zeros
+OPERATOR_MESSAGES_SQL = (
+    "SELECT t.id AS tenant_id, t.slug, t.name, COUNT(m.created_at) AS messages, "
+    "TOTAL(m.billed_cost) AS revenue, TOTAL(m.provider_cost) AS cost, "
+    "TOTAL(m.margin) AS margin FROM tenants t LEFT JOIN channel_messages_log m "
+    "ON m.tenant_id = t.id AND m.direction = 'outbound' "
+    "AND m.created_at >= :start AND m.created_at < :end GROUP BY t.id"
+)
+OPERATOR_CALLS_SQL = (
+    "SELECT t.id AS tenant_id, COUNT(c.created_at) AS calls, "
+    "TOTAL(c.billed_cost) AS call_revenue, TOTAL(c.provider_cost) AS call_cost, "
+    "TOTAL(c.margin) AS call_margin FROM tenants t LEFT JOIN call_logs c "
+    "ON c.tenant_id = t.id AND c.created_at >= :start AND c.created_at < :end GROUP BY t.id"
+)
+
+
+async def operator_totals(
+    db: Database, start: str, end: str
+) -> tuple[list[sqlite3.Row], list[sqlite3.Row]]:
+    params = {"start": start, "end": end}
+    messages = await db.fetchall(OPERATOR_MESSAGES_SQL, params)
+    calls = await db.fetchall(OPERATOR_CALLS_SQL, params)
+    return messages, calls

@@ -1,0 +1,196 @@
+"""SQL for appointments (the `rendez_vous` table), tenant-scoped.
+
+Times are stored as ISO-8601 UTC text with milliseconds (`ids.iso`), so comparing them as
+text compares the instants. The write helpers take a `ScopedConnection`: the booking service
+runs check and insert inside one `write_fn`, which the single writer serialises.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import tzinfo
+from typing import Any
+
+from gateway.db import ScopedConnection, TenantDB
+from gateway.ids import parse_iso
+
+_INSERT_COLUMNS = (
+    "id",
+    "tenant_id",
+    "customer_name",
+    "customer_phone",
+    "customer_email",
+    "service",
+    "starts_at",
+    "ends_at",
+    "status",
+    "source",
+    "call_id",
+    "notes",
+    "created_at",
+    "updated_at",
+)
+_UPDATABLE = frozenset(
+    {
+        "starts_at",
+        "ends_at",
+        "status",
+        "notes",
+        "updated_at",
+        "cancelled_at",
+        "reminder_24h_message_id",
+        "reminder_24h_at",
+        "reminder_1h_message_id",
+        "reminder_1h_at",
+    }
+)
+_PUBLIC = (
+    "id",
+    "customer_name",
+    "customer_phone",
+    "customer_email",
+    "service",
+    "starts_at",
+    "ends_at",
+    "status",
+    "source",
+    "call_id",
+    "notes",
+    "confirmation_message_id",
+    "reminder_24h_message_id",
+    "reminder_1h_message_id",
+    "created_at",
+    "updated_at",
+    "cancelled_at",
+)
+
+
+def public_appointment(row: sqlite3.Row | dict[str, Any], tz: tzinfo) -> dict[str, Any]:
+    """The appointment as the API shows it: start and end with the tenant's offset."""
+    data = dict(row)
+    out = {name: data.get(name) for name in _PUBLIC}
+    starts, ends = parse_iso(data["starts_at"]), parse_iso(data["ends_at"])
+    out["starts_at"] = starts.astimezone(tz).isoformat()
+    out["ends_at"] = ends.astimezone(tz).isoformat()
+    out["duration_minutes"] = int((ends - starts).total_seconds() // 60)
+    return out
+
+
+# -- inside a write transaction -----------------------------------------------------------
+
+
+def insert(conn: ScopedConnection, row: dict[str, Any]) -> None:
+    values = {name: row.get(name) for name in _INSERT_COLUMNS if name != "tenant_id"}
+    columns = ", ".join(_INSERT_COLUMNS)
+    placeholders = ", ".join(f":{name}" for name in _INSERT_COLUMNS)
+    conn.execute(f"INSERT INTO rendez_vous ({columns}) VALUES ({placeholders})", values)
+
+
+def get_locked(conn: ScopedConnection, appointment_id: str) -> sqlite3.Row | None:
+    row: sqlite3.Row | None = conn.execute(
+        "SELECT * FROM rendez_vous WHERE tenant_id = :tenant_id AND id = :id",
+        {"id": appointment_id},
+    ).fetchone()
+    return row
+
+
+def same_booking(conn: ScopedConnection, phone: str, starts_at: str) -> sqlite3.Row | None:
+    """The booked appointment of this phone at this start, if any (the idempotency key)."""
+    row: sqlite3.Row | None = conn.execute(
+        "SELECT * FROM rendez_vous WHERE tenant_id = :tenant_id AND status = 'booked' "
+        "AND customer_phone = :phone AND starts_at = :starts_at",
+        {"phone": phone, "starts_at": starts_at},
+    ).fetchone()
+    return row
+
+
+def count_overlapping(
+    conn: ScopedConnection, start: str, until: str, exclude_id: str | None = None
+) -> int:
+    """Booked appointments overlapping [start, until)."""
+    row = conn.execute(
+        "SELECT COUNT(*) FROM rendez_vous WHERE tenant_id = :tenant_id AND status = 'booked' "
+        "AND starts_at < :until AND ends_at > :start AND id IS NOT :exclude",
+        {"start": start, "until": until, "exclude": exclude_id},
+    ).fetchone()
+    return int(row[0])
+
+
+def update(conn: ScopedConnection, appointment_id: str, fields: dict[str, Any]) -> None:
+    unknown = set(fields) - _UPDATABLE
+    if unknown:  # column names are interpolated below: only known ones may pass
+        raise ValueError(f"not updatable: {sorted(unknown)}")
+    assignments = ", ".join(f"{name} = :{name}" for name in fields)
+    conn.execute(
+        f"UPDATE rendez_vous SET {assignments} WHERE tenant_id = :tenant_id AND id = :_id",
+        {**fields, "_id": appointment_id},
+    )
+
+
+# -- reads ----------------------------------------------------------------------------------
+
+
+async def get(tdb: TenantDB, appointment_id: str) -> sqlite3.Row | None:
+    return await tdb.fetchone(
+        "SELECT * FROM rendez_vous WHERE tenant_id = :tenant_id AND id = :id",
+        {"id": appointment_id},
+    )
+
+
+async def booked_between(tdb: TenantDB, start: str, until: str) -> list[tuple[str, str]]:
+    """(starts_at, ends_at) of the booked appointments overlapping [start, until), by start."""
+    rows = await tdb.fetchall(
+        "SELECT starts_at, ends_at FROM rendez_vous WHERE tenant_id = :tenant_id "
+        "AND status = 'booked' AND starts_at < :until AND ends_at > :start ORDER BY starts_at",
+        {"start": start, "until": until},
+    )
+    return [(r["starts_at"], r["ends_at"]) for r in rows]
+
+
+async def find_booked(
+    tdb: TenantDB, phone: str, starts_at: str | None, not_before: str
+) -> sqlite3.Row | None:
+    """The booked appointment of this phone at `starts_at`, or, without a start, its next one
+    that has not started before `not_before`."""
+    if starts_at is not None:
+        return await tdb.fetchone(
+            "SELECT * FROM rendez_vous WHERE tenant_id = :tenant_id AND status = 'booked' "
+            "AND customer_phone = :phone AND starts_at = :starts_at",
+            {"phone": phone, "starts_at": starts_at},
+        )
+    return await tdb.fetchone(
+        "SELECT * FROM rendez_vous WHERE tenant_id = :tenant_id AND status = 'booked' "
+        "AND customer_phone = :phone AND starts_at >= :not_before ORDER BY starts_at, id LIMIT 1",
+        {"phone": phone, "not_before": not_before},
+    )
+
+
+async def list_appointments(
+    tdb: TenantDB, filters: dict[str, Any], limit: int, after: tuple[str, str] | None
+) -> list[sqlite3.Row]:
+    """Chronological by start (then id); `after` is the (starts_at, id) of the last row seen."""
+    clauses = ["tenant_id = :tenant_id"]
+    params: dict[str, Any] = {"limit": limit}
+    if filters.get("status") is not None:
+        clauses.append("status = :status")
+        params["status"] = filters["status"]
+    if filters.get("phone") is not None:
+        clauses.append("customer_phone = :phone")
+        params["phone"] = filters["phone"]
+    if filters.get("from") is not None:
+        clauses.append("starts_at >= :from_at")
+        params["from_at"] = filters["from"]
+    if filters.get("to") is not None:
+        clauses.append("starts_at < :to_at")
+        params["to_at"] = filters["to"]
+    if after is not None:
+        clauses.append(
+            "(starts_at > :after_start OR (starts_at = :after_start AND id > :after_id))"
+        )
+        params["after_start"], params["after_id"] = after
+    return await tdb.fetchall(
+        "SELECT * FROM rendez_vous WHERE "
+        + " AND ".join(clauses)
+        + " ORDER BY starts_at, id LIMIT :limit",
+        params,
+    )

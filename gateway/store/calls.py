@@ -1,0 +1,198 @@
+"""SQL for the call log.
+
+A call is logged before its tenant is known (and stays without one when none is found), so
+the writes here run on the raw connection in operator scope; a `ScopedConnection` or
+`TenantDB` restricts them to one tenant. Reads for the tenant API go through `TenantDB`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.db import Database, ScopedConnection, TenantDB
+from gateway.ids import new_id, now_iso
+
+# What the voice path and Vapi's server messages may change after the insert. Checked so a
+# field name can never carry SQL into the statement.
+UPDATABLE = frozenset(
+    {
+        "tenant_id",
+        "vapi_call_id",
+        "assistant_id",
+        "from_number",
+        "to_number",
+        "forwarded_from",
+        "resolved_by",
+        "outcome",
+        "status",
+        "started_at",
+        "ended_at",
+        "duration_seconds",
+        "provider_cost_usd",
+        "exchange_rate_usd_eur",
+        "provider_cost",
+        "price_per_minute",
+        "billed_minutes",
+        "billed_cost",
+        "margin",
+        "currency",
+        "ended_reason",
+        "summary",
+        "transcript",
+        "recording_url",
+        "metadata",
+    }
+)
+_INSERT_FIELDS = (
+    "tenant_id",
+    "call_sid",
+    "vapi_call_id",
+    "assistant_id",
+    "from_number",
+    "to_number",
+    "forwarded_from",
+    "resolved_by",
+    "outcome",
+    "status",
+    "price_per_minute",
+    "metadata",
+)
+_PRIVATE = ("tenant_id",)
+
+
+@dataclass(frozen=True)
+class LoggedCall:
+    """The row a Twilio webhook landed on: `created` is False for a retried CallSid."""
+
+    id: str
+    created: bool
+    vapi_call_id: str | None
+    outcome: str | None
+    tenant_id: str | None
+
+
+def insert_call(conn: sqlite3.Connection, fields: dict[str, Any]) -> LoggedCall:
+    """Log an inbound call once per CallSid: a retry of the same CallSid finds the first row."""
+    values = {name: fields.get(name) for name in _INSERT_FIELDS}
+    values["metadata"] = json.dumps(fields.get("metadata") or {})
+    values["status"] = values["status"] or "ringing"
+    now = now_iso()
+    values.update(id=new_id("call"), created_at=now, updated_at=now)
+    columns = ", ".join(values)
+    marks = ", ".join(f":{name}" for name in values)
+    # fetchall, not fetchone: a RETURNING statement left unfinished would keep the writer's
+    # savepoint busy
+    inserted = conn.execute(
+        f"INSERT INTO call_logs ({columns}) VALUES ({marks}) "
+        "ON CONFLICT (call_sid) DO NOTHING RETURNING id",
+        values,
+    ).fetchall()
+    if inserted:
+        return LoggedCall(inserted[0]["id"], True, None, None, values["tenant_id"])
+    row = conn.execute(
+        "SELECT id, vapi_call_id, outcome, tenant_id FROM call_logs WHERE call_sid = ?",
+        (values["call_sid"],),
+    ).fetchone()
+    return LoggedCall(row["id"], False, row["vapi_call_id"], row["outcome"], row["tenant_id"])
+
+
+def update_call(
+    conn: sqlite3.Connection | ScopedConnection, call_id: str, fields: dict[str, Any]
+) -> int:
+    return _update(conn, "id", call_id, fields)
+
+
+def update_call_by_vapi_id(
+    conn: sqlite3.Connection | ScopedConnection, vapi_call_id: str, fields: dict[str, Any]
+) -> int:
+    return _update(conn, "vapi_call_id", vapi_call_id, fields)
+
+
+def _update(
+    conn: sqlite3.Connection | ScopedConnection, column: str, key: str, fields: dict[str, Any]
+) -> int:
+    unknown = set(fields) - UPDATABLE
+    if unknown:
+        raise ValueError(f"call_logs fields that cannot be updated: {sorted(unknown)}")
+    values = {f"v_{name}": value for name, value in fields.items()}
+    if "metadata" in fields and not isinstance(fields["metadata"], str):
+        values["v_metadata"] = json.dumps(fields["metadata"] or {})
+    assignments = "".join(f"{name} = :v_{name}, " for name in fields)
+    sql = f"UPDATE call_logs SET {assignments}updated_at = :_now WHERE {column} = :_key"
+    params = {**values, "_now": now_iso(), "_key": key}
+    if isinstance(conn, ScopedConnection):
+        return conn.execute(sql + " AND tenant_id = :tenant_id", params).rowcount
+    return conn.execute(sql, params).rowcount
+
+
+async def get_call_by_vapi_id(db: Database, vapi_call_id: str) -> sqlite3.Row | None:
+    return await db.fetchone("SELECT * FROM call_logs WHERE vapi_call_id = ?", (vapi_call_id,))
+
+
+async def get_call_by_sid(db: Database, call_sid: str) -> sqlite3.Row | None:
+    return await db.fetchone("SELECT * FROM call_logs WHERE call_sid = ?", (call_sid,))
+
+
+async def get_call(tdb: TenantDB, call_id: str) -> sqlite3.Row | None:
+    return await tdb.fetchone(
+        "SELECT * FROM call_logs WHERE tenant_id = :tenant_id AND id = :id", {"id": call_id}
+    )
+
+
+async def tenants_for_assistant(db: Database, assistant_id: str) -> list[str]:
+    """The tenants whose phone channel uses this Vapi assistant (an operator may share one)."""
+    rows = await db.fetchall(
+        "SELECT tenant_id FROM channel_configurations WHERE channel_type = 'phone' "
+        "AND json_extract(settings, '$.vapi_assistant_id') = ? ORDER BY tenant_id",
+        (assistant_id,),
+    )
+    return [r["tenant_id"] for r in rows]
+
+
+_FILTERS = (
+    ("from_number", "from"),
+    ("to_number", "to"),
+    ("status", "status"),
+    ("outcome", "outcome"),
+    ("resolved_by", "resolved_by"),
+    ("vapi_call_id", "vapi_call_id"),
+)
+
+
+async def list_calls(
+    tdb: TenantDB, filters: dict[str, Any], limit: int, cursor: str | None
+) -> list[sqlite3.Row]:
+    """One page of the tenant's calls, newest first; `cursor` is the last id of the previous
+    page (ids sort by creation time)."""
+    clauses = ["tenant_id = :tenant_id"]
+    params: dict[str, Any] = {"limit": limit}
+    for column, key in _FILTERS:
+        if filters.get(key) is not None:
+            clauses.append(f"{column} = :{key}")
+            params[key] = filters[key]
+    if filters.get("since"):
+        clauses.append("created_at >= :since")
+        params["since"] = filters["since"]
+    if filters.get("until"):
+        clauses.append("created_at < :until")
+        params["until"] = filters["until"]
+    if cursor:
+        clauses.append("id < :cursor")
+        params["cursor"] = cursor
+    return await tdb.fetchall(
+        "SELECT * FROM call_logs WHERE " + " AND ".join(clauses) + " ORDER BY id DESC LIMIT :limit",
+        params,
+    )
+
+
+def public_call(row: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
+    data = dict(row)
+    data["metadata"] = json.loads(data.get("metadata") or "{}")
+    data["from"] = data.pop("from_number")
+    data["to"] = data.pop("to_number")
+    for private in _PRIVATE:
+        data.pop(private, None)
+    return data
