@@ -248,8 +248,12 @@ async def _vanishing_server(
     vanish: Literal["at-data", "after-content", "silent"],
 ) -> AsyncIterator[int]:
     """A bare SMTP server that stops answering at some point of the DATA step."""
+    handlers: set[asyncio.Task[Any]] = set()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handler = asyncio.current_task()
+        assert handler is not None
+        handlers.add(handler)
         try:
             writer.write(b"220 vanishing ESMTP\r\n")
             while line := await reader.readline():
@@ -267,12 +271,18 @@ async def _vanishing_server(
                 writer.write(b"221 bye\r\n" if verb == b"QUIT" else b"250 ok\r\n")
         finally:
             writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     try:
         yield server.sockets[0].getsockname()[1]
     finally:
         server.close()
+        # Every connection is closed before the test's event loop goes away.
+        for handler in handlers:
+            handler.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
         await server.wait_closed()
 
 

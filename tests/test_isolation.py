@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import date, timedelta
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -37,7 +38,27 @@ async def a_message(api: Api, key: dict[str, str]) -> str:
     return str(response.json()["id"])
 
 
-OBJECT_FACTORIES: dict[str, ObjectFactory] = {"message_id": a_message}
+async def an_appointment(api: Api, key: dict[str, str]) -> str:
+    day = date.today() + timedelta(days=7)  # clear of the notice, inside the horizon
+    free = await api.client.get(
+        "/api/availability",
+        params={"start": day.isoformat(), "end": (day + timedelta(days=6)).isoformat()},
+        headers=key,
+    )
+    start = next(s for d in free.json()["days"] for s in d["slots"])
+    response = await api.client.post(
+        "/api/appointments",
+        json={"customer_name": "Client of A", "customer_phone": "+33612345678", "starts_at": start},
+        headers=key,
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+OBJECT_FACTORIES: dict[str, ObjectFactory] = {
+    "message_id": a_message,
+    "appointment_id": an_appointment,
+}
 NON_OBJECT_PARAMS = {"channel_type"}
 
 
@@ -79,6 +100,7 @@ async def test_tenant_b_never_sees_tenant_a(api: Api) -> None:
         "106540352242922",
         "client-of-a@example.org",
         "A's secret",
+        "Client of A",
     ]
 
     tenant_endpoints = [ep for ep in api.app.state.endpoints if ep.auth == "tenant"]

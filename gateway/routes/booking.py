@@ -63,8 +63,6 @@ class AppointmentPatch(BaseModel):
 
     @model_validator(mode="after")
     def _one_change(self) -> AppointmentPatch:
-        if not self.model_fields_set:
-            raise ValueError("give status, starts_at or notes")
         if self.status is not None and self.starts_at is not None:
             raise ValueError("give status or starts_at, not both")
         if "status" in self.model_fields_set and self.status is None:

@@ -122,10 +122,12 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._configs: dict[tuple[str, str], tuple[float, ChannelState]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- life cycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         recovered = await self.db.write_fn(lambda c: store.recover_in_flight(c, now_iso()))
         if recovered:
             log.warning(
@@ -149,7 +151,19 @@ class Dispatcher:
             await asyncio.wait(self._tasks, timeout=drain_timeout)
 
     def wake(self) -> None:
-        self._wake.set()
+        """Callable from any thread (the cron tick of `gateway cron` or a test may run on
+        another event loop than the dispatcher's)."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._wake.set()
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake.set)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -23,6 +23,7 @@ from gateway.db import TenantDB
 from gateway.errors import Forbidden
 from gateway.ids import iso, parse_iso
 from gateway.services import pricing
+from gateway.store import channels as channel_store
 from gateway.store import tenants as tenant_store
 from gateway.validation import field_errors
 
@@ -150,12 +151,21 @@ class VapiServer:
         return {"results": results}
 
     async def _assistant_request(self, message: dict[str, Any]) -> dict[str, Any]:
+        """A number imported into Vapi asks which assistant answers: the tenant's, found from
+        the called number, else from the Vapi phone number id."""
         call = message.get("call") or {}
-        number = (message.get("phoneNumber") or call.get("phoneNumber") or {}).get("number")
+        phone = message.get("phoneNumber") or call.get("phoneNumber") or {}
+        number = phone.get("number")
         found = await self.gw.voice.tenant_for_called_number(str(number)) if number else None
-        if not found or not found[1]:
-            return {"error": "Sorry, this number is not in service."}
-        return {"assistantId": found[1]}
+        if found and found[1]:
+            return {"assistantId": found[1]}
+        number_id = phone.get("id") or call.get("phoneNumberId")
+        if number_id:
+            rows = await channel_store.tenants_with_vapi_number(self.gw.db, str(number_id))
+            live = [r for r in rows if r["enabled"] and r["assistant_id"]]
+            if len(live) == 1:
+                return {"assistantId": live[0]["assistant_id"]}
+        return {"error": "Sorry, this number is not in service."}
 
     async def _status_update(self, principal: TenantPrincipal, message: dict[str, Any]) -> None:
         call = message.get("call") or {}

@@ -131,36 +131,46 @@ async def call_outcomes(tdb: TenantDB, window: Window) -> list[sqlite3.Row]:
 # -- one contact's timeline ---------------------------------------------------------------
 
 
-def _in(prefix: str, values: Sequence[str]) -> tuple[str, dict[str, Any]]:
-    names = [f"{prefix}{i}" for i in range(len(values))]
-    return ", ".join(f":{n}" for n in names), dict(zip(names, values, strict=True))
-
-
 async def timeline(
-    tdb: TenantDB, contacts: Sequence[str], limit: int, before: tuple[str, str] | None
+    tdb: TenantDB,
+    contacts: Sequence[str],
+    limit: int,
+    before: tuple[str, str] | None,
+    *,
+    calls: bool = True,
 ) -> list[sqlite3.Row]:
     """Calls and messages to or from any of `contacts`, newest first, (time, id) descending;
     `before` is the (time, id) of the last item already seen."""
-    marks, params = _in("c", contacts)
-    after_cursor = ""
+    params: dict[str, Any] = {"limit": limit}
+    cursor = ""
     if before is not None:
         # the first bound gives the index a range; the second breaks ties on the same time
-        after_cursor = " AND created_at <= :b_time AND (created_at < :b_time OR id < :b_id)"
+        cursor = " AND created_at <= :b_time AND (created_at < :b_time OR id < :b_id)"
         params.update(b_time=before[0], b_id=before[1])
-    order = "ORDER BY created_at DESC, id DESC LIMIT :limit"
-    sql = (
-        "SELECT * FROM (SELECT 'call' AS type, id, created_at AS time, 'phone' AS channel, "
-        "direction, COALESCE(outcome, status) AS status, billed_cost AS cost, "
-        "duration_seconds, NULL AS subject, NULL AS body FROM call_logs "
-        f"WHERE tenant_id = :tenant_id AND (from_number IN ({marks}) OR to_number IN ({marks}))"
-        f"{after_cursor} {order}) "
-        "UNION ALL SELECT * FROM (SELECT 'message', id, created_at, channel, direction, status, "
-        "billed_cost, NULL, substr(subject, 1, 500), substr(body, 1, 500) "
-        "FROM channel_messages_log WHERE tenant_id = :tenant_id "
-        f"AND (to_address IN ({marks}) OR from_address IN ({marks})){after_cursor} {order}) "
-        "ORDER BY time DESC, id DESC LIMIT :limit"
+    call = (
+        "SELECT 'call' AS type, id, created_at AS time, 'phone' AS channel, direction, "
+        "COALESCE(outcome, status) AS status, billed_cost AS cost, duration_seconds, "
+        "NULL AS subject, NULL AS body FROM call_logs WHERE tenant_id = :tenant_id"
     )
-    return await tdb.fetchall(sql, {**params, "limit": limit})
+    message = (
+        "SELECT 'message' AS type, id, created_at AS time, channel, direction, status, "
+        "billed_cost AS cost, NULL AS duration_seconds, substr(subject, 1, 500) AS subject, "
+        "substr(body, 1, 500) AS body FROM channel_messages_log "
+        "WHERE tenant_id = :tenant_id"
+    )
+    # One arm per (indexed column, value) with an equality, rather than an OR or an IN list,
+    # which SQLite answers by walking the tenant's whole history in time order. UNION drops
+    # the rows two arms both found (a message from and to the same address).
+    arms = []
+    for i, contact in enumerate(contacts):
+        params[f"c{i}"] = contact
+        columns = [(call, "from_number"), (call, "to_number")] if calls else []
+        columns += [(message, "to_address"), (message, "from_address")]
+        order = "ORDER BY created_at DESC, id DESC LIMIT :limit"
+        arms += [f"SELECT * FROM ({sql} AND {col} = :c{i}{cursor} {order})" for sql, col in columns]
+    return await tdb.fetchall(
+        " UNION ".join(arms) + " ORDER BY time DESC, id DESC LIMIT :limit", params
+    )
 
 
 # -- profitability --------------------------------------------------------------------------

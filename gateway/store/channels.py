@@ -142,3 +142,13 @@ async def encrypted_rows(db: Database) -> list[sqlite3.Row]:
         "SELECT tenant_id, channel_type, config_encrypted, key_id FROM channel_configurations "
         "WHERE config_encrypted IS NOT NULL"
     )
+
+
+async def tenants_with_vapi_number(db: Database, phone_number_id: str) -> list[sqlite3.Row]:
+    """Tenants whose phone channel uses this Vapi phone number id, with their assistant."""
+    return await db.fetchall(
+        "SELECT tenant_id, enabled, json_extract(settings, '$.vapi_assistant_id') AS assistant_id "
+        "FROM channel_configurations WHERE channel_type = 'phone' "
+        "AND json_extract(settings, '$.vapi_phone_number_id') = ?",
+        (phone_number_id,),
+    )
