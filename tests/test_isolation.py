@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import date, timedelta
 from collections.abc import Awaitable, Callable
+from datetime import date, timedelta
 from typing import Any
 
 import pytest

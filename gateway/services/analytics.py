@@ -38,55 +38,22 @@ MAX_DAYS = 366
 CONTENT_CHARS = 500
 
 # each scalar figure and its decimals (0: a count); comparisons cover exactly these
-MESSAGE_FIGURES = {
-    "total": 0,
-    "delivered": 0,
-    "failed": 0,
-    "in_flight": 0,
-    "canceled": 0,
-    "delivery_rate": 2,
-    "failure_rate": 2,
-    "total_revenue": 4,
-    "total_cost": 4,
-    "total_margin": 4,
-    "margin_percentage": 2,
-    "avg_revenue_per_message": 4,
-    "avg_cost_per_message": 4,
-    "avg_margin_per_message": 4,
-    "total_segments": 0,
-    "avg_characters": 2,
-    "min_characters": 0,
-    "max_characters": 0,
-    "unique_recipients": 0,
-    "linked_to_calls": 0,
-    "call_linkage_rate": 2,
-    "avg_delivery_time_seconds": 2,
-}
-CALL_FIGURES = {
-    "calls": 0,
-    "bridged": 0,
-    "fallbacks": 0,
-    "avg_duration_seconds": 2,
-    "total_duration_seconds": 2,
-    "appointments_booked": 0,
-    "booking_conversion": 2,
-    "prospects_qualified": 0,
-    "tickets_created": 0,
-    "total_cost": 4,
-    "total_revenue": 4,
-    "total_margin": 4,
-}
-OPERATOR_SORTS = (
-    "margin",
-    "revenue",
-    "cost",
-    "messages",
-    "calls",
-    "call_revenue",
-    "call_margin",
-    "total_revenue",
-    "total_margin",
+MESSAGE_FIGURES = dict.fromkeys(
+    ("total", "delivered", "failed", "in_flight", "canceled", "total_segments"), 0
 )
+MESSAGE_FIGURES |= dict.fromkeys(("delivery_rate", "failure_rate", "margin_percentage"), 2)
+MESSAGE_FIGURES |= dict.fromkeys(("total_revenue", "total_cost", "total_margin"), 4)
+MESSAGE_FIGURES |= dict.fromkeys(
+    ("avg_revenue_per_message", "avg_cost_per_message", "avg_margin_per_message"), 4
+)
+MESSAGE_FIGURES |= {"avg_characters": 2, "min_characters": 0, "max_characters": 0}
+MESSAGE_FIGURES |= dict.fromkeys(("unique_recipients", "linked_to_calls"), 0)
+MESSAGE_FIGURES |= {"call_linkage_rate": 2, "avg_delivery_time_seconds": 2}
+CALL_FIGURES = dict.fromkeys(("calls", "bridged", "fallbacks"), 0)
+CALL_FIGURES |= {"avg_duration_seconds": 2, "total_duration_seconds": 2}
+CALL_FIGURES |= {"appointments_booked": 0, "booking_conversion": 2}
+CALL_FIGURES |= {"prospects_qualified": 0, "tickets_created": 0}
+CALL_FIGURES |= dict.fromkeys(("total_cost", "total_revenue", "total_margin"), 4)
 _OPERATOR_MONEY = ("revenue", "cost", "margin", "call_revenue", "call_cost", "call_margin")
 
 
@@ -241,7 +208,7 @@ def _breakdown(rows: list[sqlite3.Row], period: str, key: str) -> list[dict[str,
             continue
         group = groups.setdefault(
             row[key],
-            {"count": 0, "delivered": 0, "revenue": Decimal(0), "cost": Decimal(0), "margin": 0},
+            {"count": 0, "delivered": 0} | dict.fromkeys(("revenue", "cost", "margin"), Decimal(0)),
         )
         group["count"] += row["count"]
         group["delivered"] += row["delivered"]
@@ -434,7 +401,8 @@ async def operator_metrics(
     calls = {row["tenant_id"]: row for row in call_rows}
     tenants = []
     for row in message_rows:
-        call = calls[row["tenant_id"]]
+        # a tenant deleted between the two reads has no calls row: it had none
+        call = calls.get(row["tenant_id"]) or _Empty()
         tenant: dict[str, Any] = {
             "tenant_id": row["tenant_id"],
             "slug": row["slug"],

@@ -2,10 +2,10 @@
 and the operator's per-tenant totals.
 
 Aggregates over a period read [prev_start, end) in one pass and label each row `current` or
-`previous` by its created_at, so a comparison costs one index range scan, not two. Every
-statement that reads channel_messages_log names only columns of `ix_messages_analytics`
-(0004), so SQLite answers it from that index without touching the rows, whose bodies can be
-large. Rows are counted with COUNT(*) or COUNT(created_at), never COUNT(id), for that reason.
+`previous` by its created_at, so a comparison costs one index range scan, not two. The
+aggregates over channel_messages_log name only columns of `ix_messages_analytics` (0004), so
+SQLite answers them from that index without touching the rows, whose bodies can be large;
+rows are counted with COUNT(*) or COUNT(created_at), never COUNT(id), for that reason.
 """
 
 from __future__ import annotations
@@ -131,6 +131,38 @@ async def call_outcomes(tdb: TenantDB, window: Window) -> list[sqlite3.Row]:
 # -- one contact's timeline ---------------------------------------------------------------
 
 
+_TIMELINE_CALL = (
+    "SELECT 'call' AS type, id, created_at AS time, 'phone' AS channel, direction, "
+    "COALESCE(outcome, status) AS status, billed_cost AS cost, duration_seconds, "
+    "NULL AS subject, NULL AS body FROM call_logs WHERE tenant_id = :tenant_id"
+)
+_TIMELINE_MESSAGE = (
+    "SELECT 'message' AS type, id, created_at AS time, channel, direction, status, "
+    "billed_cost AS cost, NULL AS duration_seconds, substr(subject, 1, 500) AS subject, "
+    "substr(body, 1, 500) AS body FROM channel_messages_log WHERE tenant_id = :tenant_id"
+)
+
+
+def timeline_sql(contacts: int, *, calls: bool, cursor: bool) -> str:
+    """Binds :c0… (the contact's stored forms), :limit, and with a cursor :b_time and :b_id."""
+    after = ""
+    if cursor:
+        # the first bound gives the index a range; the second breaks ties on the same time
+        after = " AND created_at <= :b_time AND (created_at < :b_time OR id < :b_id)"
+    columns = [(_TIMELINE_CALL, "from_number"), (_TIMELINE_CALL, "to_number")] if calls else []
+    columns += [(_TIMELINE_MESSAGE, "to_address"), (_TIMELINE_MESSAGE, "from_address")]
+    # One arm per (indexed column, value) with an equality, rather than an OR or an IN list,
+    # which SQLite answers by walking the tenant's whole history in time order. UNION drops
+    # the rows two arms both found (a message from and to the same address).
+    arms = [
+        f"SELECT * FROM ({select} AND {column} = :c{i}{after} "
+        "ORDER BY created_at DESC, id DESC LIMIT :limit)"
+        for i in range(contacts)
+        for select, column in columns
+    ]
+    return " UNION ".join(arms) + " ORDER BY time DESC, id DESC LIMIT :limit"
+
+
 async def timeline(
     tdb: TenantDB,
     contacts: Sequence[str],
@@ -141,36 +173,12 @@ async def timeline(
 ) -> list[sqlite3.Row]:
     """Calls and messages to or from any of `contacts`, newest first, (time, id) descending;
     `before` is the (time, id) of the last item already seen."""
-    params: dict[str, Any] = {"limit": limit}
-    cursor = ""
+    params: dict[str, Any] = {f"c{i}": contact for i, contact in enumerate(contacts)}
+    params["limit"] = limit
     if before is not None:
-        # the first bound gives the index a range; the second breaks ties on the same time
-        cursor = " AND created_at <= :b_time AND (created_at < :b_time OR id < :b_id)"
         params.update(b_time=before[0], b_id=before[1])
-    call = (
-        "SELECT 'call' AS type, id, created_at AS time, 'phone' AS channel, direction, "
-        "COALESCE(outcome, status) AS status, billed_cost AS cost, duration_seconds, "
-        "NULL AS subject, NULL AS body FROM call_logs WHERE tenant_id = :tenant_id"
-    )
-    message = (
-        "SELECT 'message' AS type, id, created_at AS time, channel, direction, status, "
-        "billed_cost AS cost, NULL AS duration_seconds, substr(subject, 1, 500) AS subject, "
-        "substr(body, 1, 500) AS body FROM channel_messages_log "
-        "WHERE tenant_id = :tenant_id"
-    )
-    # One arm per (indexed column, value) with an equality, rather than an OR or an IN list,
-    # which SQLite answers by walking the tenant's whole history in time order. UNION drops
-    # the rows two arms both found (a message from and to the same address).
-    arms = []
-    for i, contact in enumerate(contacts):
-        params[f"c{i}"] = contact
-        columns = [(call, "from_number"), (call, "to_number")] if calls else []
-        columns += [(message, "to_address"), (message, "from_address")]
-        order = "ORDER BY created_at DESC, id DESC LIMIT :limit"
-        arms += [f"SELECT * FROM ({sql} AND {col} = :c{i}{cursor} {order})" for sql, col in columns]
-    return await tdb.fetchall(
-        " UNION ".join(arms) + " ORDER BY time DESC, id DESC LIMIT :limit", params
-    )
+    sql = timeline_sql(len(contacts), calls=calls, cursor=before is not None)
+    return await tdb.fetchall(sql, params)
 
 
 # -- profitability --------------------------------------------------------------------------
