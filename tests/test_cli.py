@@ -200,3 +200,46 @@ def test_serve_starts_a_real_server(project: Path) -> None:
     assert "generated ADMIN_API_KEY" in err
     # uvicorn shuts down gracefully, then re-raises the signal it caught
     assert process.returncode in (0, -15)
+
+
+def test_cron_runs_one_tick(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "cron")
+    assert code == 0
+    assert json.loads(out) == {"reminders": 0}
+
+
+def test_sandbox_serves_the_emulators(project: Path) -> None:
+    base = free_port()
+    while any(_in_use(base + i) for i in range(4)):
+        base = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "sandbox", "--base-port", str(base)],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                twilio = httpx.get(f"http://127.0.0.1:{base}/_sandbox/messages", timeout=1)
+                vapi = httpx.get(f"http://127.0.0.1:{base + 2}/_sandbox/calls", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        assert twilio.json()["messages"] == [] and vapi.status_code == 200
+    finally:
+        process.terminate()
+        out, _ = process.communicate(timeout=20)
+    assert f"TWILIO_API_BASE=http://127.0.0.1:{base}" in out
+    assert f"VAPI_API_BASE=http://127.0.0.1:{base + 2}" in out
+
+
+def _in_use(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
