@@ -10,7 +10,8 @@ from starlette.responses import Response
 
 from gateway.errors import Conflict, ValidationFailed
 from gateway.routing import Ctx, Endpoint, json_response
-from gateway.services.booking import UNSET, BookingResult
+from gateway.services.booking import UNSET
+from gateway.services.slots import BookingResult
 from gateway.validation import E164, EmailAddress, HeaderText
 
 Line = Annotated[HeaderText, Field(min_length=1, max_length=200)]
