@@ -338,49 +338,50 @@ class Dispatcher:
             exc.retry_after or 0.0,
             backoff(attempts, self.options.backoff_base, self.options.backoff_max),
         )
-        fields = {
-            "status": "queued",
-            "next_attempt_at": _later(delay),
-            "error_code": exc.code,
-            "failure_reason": exc.reason,
-            "needs_reconciliation": 0,
-            "updated_at": now_iso(),
-        }
-
-        def write(conn: sqlite3.Connection) -> None:
-            store.update_message(conn, row["id"], fields)
-            store.insert_event(
-                conn,
-                row["id"],
-                row["tenant_id"],
-                "dispatcher",
-                "queued",
-                True,
-                {"retry_in_seconds": round(delay, 3), "error": exc.reason, "code": exc.code},
-            )
-
-        await self.db.write_fn(write)
+        await self._transition(
+            row,
+            {
+                "status": "queued",
+                "next_attempt_at": _later(delay),
+                "error_code": exc.code,
+                "failure_reason": exc.reason,
+                "needs_reconciliation": 0,
+            },
+            "queued",
+            True,
+            {"retry_in_seconds": round(delay, 3), "error": exc.reason, "code": exc.code},
+        )
         self.metrics.retries.labels(row["channel"]).inc()
 
     async def _mark_unknown(self, row: sqlite3.Row, exc: ProviderError) -> None:
-        fields = {
-            "status": "sending",
-            "needs_reconciliation": 1,
-            "next_attempt_at": _later(self.options.reconcile_delay),
-            "failure_reason": f"outcome unknown: {exc.reason}",
-            "updated_at": now_iso(),
-        }
+        await self._transition(
+            row,
+            {
+                "status": "sending",
+                "needs_reconciliation": 1,
+                "next_attempt_at": _later(self.options.reconcile_delay),
+                "failure_reason": f"outcome unknown: {exc.reason}",
+            },
+            "sending",
+            False,
+            {"reconcile": True, "error": exc.reason},
+        )
+
+    async def _transition(
+        self,
+        row: sqlite3.Row,
+        fields: dict[str, Any],
+        status: str,
+        applied: bool,
+        payload: dict[str, Any],
+    ) -> None:
+        """Update a message and record the event, in one transaction."""
+        fields = {**fields, "updated_at": now_iso()}
 
         def write(conn: sqlite3.Connection) -> None:
             store.update_message(conn, row["id"], fields)
             store.insert_event(
-                conn,
-                row["id"],
-                row["tenant_id"],
-                "dispatcher",
-                "sending",
-                False,
-                {"reconcile": True, "error": exc.reason},
+                conn, row["id"], row["tenant_id"], "dispatcher", status, applied, payload
             )
 
         await self.db.write_fn(write)
