@@ -103,6 +103,18 @@ def json_response(
     return JSONResponse(data, status_code=status, headers=headers)
 
 
+def page_response(
+    name: str, rows: Sequence[Any], limit: int, shape: Callable[[Any], Any] = dict
+) -> JSONResponse:
+    """One page of a list fetched with `limit + 1` rows: the extra row only tells that a next
+    page exists, whose cursor is the last shown row's id."""
+    shown = rows[:limit]
+    more = len(rows) > limit
+    return json_response(
+        {name: [shape(r) for r in shown], "next_cursor": shown[-1]["id"] if more else None}
+    )
+
+
 def require_object(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValidationFailed.one("body", "must be a JSON object")

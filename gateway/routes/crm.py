@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from gateway.routing import Ctx, Endpoint, json_response
+from gateway.routing import Ctx, Endpoint, page_response
 from gateway.store import crm
 
 
@@ -36,11 +36,7 @@ async def list_prospects(ctx: Ctx) -> Response:
         query.limit + 1,
         query.cursor,
     )
-    more = len(rows) > query.limit
-    rows = rows[: query.limit]
-    return json_response(
-        {"prospects": [dict(r) for r in rows], "next_cursor": rows[-1]["id"] if more else None}
-    )
+    return page_response("prospects", rows, query.limit)
 
 
 async def list_tickets(ctx: Ctx) -> Response:
@@ -51,11 +47,7 @@ async def list_tickets(ctx: Ctx) -> Response:
         query.limit + 1,
         query.cursor,
     )
-    more = len(rows) > query.limit
-    rows = rows[: query.limit]
-    return json_response(
-        {"tickets": [dict(r) for r in rows], "next_cursor": rows[-1]["id"] if more else None}
-    )
+    return page_response("tickets", rows, query.limit)
 
 
 class CallQuery(BaseModel):
@@ -81,14 +73,7 @@ async def list_calls(ctx: Ctx) -> Response:
         query.limit + 1,
         query.cursor,
     )
-    more = len(rows) > query.limit
-    rows = rows[: query.limit]
-    return json_response(
-        {
-            "calls": [calls.public_call(r) for r in rows],
-            "next_cursor": rows[-1]["id"] if more else None,
-        }
-    )
+    return page_response("calls", rows, query.limit, calls.public_call)
 
 
 ENDPOINTS = [

@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from gateway.channel_models import MessageType
 from gateway.errors import NotFound, ValidationFailed
-from gateway.routing import Ctx, Endpoint, json_response
+from gateway.routing import Ctx, Endpoint, json_response, page_response
 from gateway.services.messaging import Draft
 from gateway.store import messages as store
 from gateway.validation import E164, EmailAddress, HeaderText, TemplateName, normalize_e164
@@ -200,14 +200,7 @@ async def list_messages(ctx: Ctx) -> Response:
         "until": iso(query.until) if query.until else None,
     }
     rows = await store.list_messages(ctx.tenant.db, filters, query.limit + 1, query.cursor)
-    more = len(rows) > query.limit
-    rows = rows[: query.limit]
-    return json_response(
-        {
-            "messages": [store.public_message(r) for r in rows],
-            "next_cursor": rows[-1]["id"] if more else None,
-        }
-    )
+    return page_response("messages", rows, query.limit, store.public_message)
 
 
 async def get_message(ctx: Ctx) -> Response:
