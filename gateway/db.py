@@ -5,21 +5,27 @@ write connection. The writer takes everything waiting in its queue and runs it i
 `BEGIN IMMEDIATE … COMMIT`, each function inside its own SAVEPOINT so one failing write
 does not undo its neighbours. With `synchronous=FULL` a commit costs one fsync, so batching
 turns N waiting writes into one fsync; no caller hears back before its write is durable.
+
+Results go back to the caller's event loop with one `call_soon_threadsafe` per read and per
+committed batch, straight into an asyncio future: a request makes several small reads and
+a write, and the concurrent.futures hand-off (a Future with its Condition, `wrap_future`'s
+callback chain) cost more CPU than the SQLite statements themselves (bench/RESULTS.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 Params = Sequence[Any] | Mapping[str, Any]
+Outcome = tuple["asyncio.Future[Any]", bool, Any]
 
 _BUSY_TIMEOUT_MS = 5000
 _MAX_BATCH = 512
@@ -42,12 +48,38 @@ def connect(path: Path | str, *, read_only: bool = False) -> sqlite3.Connection:
     return conn
 
 
-class _WriteJob:
-    __slots__ = ("fn", "future")
+class _Job:
+    """A function to run on a database thread, and the caller's future and loop."""
+
+    __slots__ = ("fn", "future", "loop")
 
     def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
         self.fn = fn
-        self.future: Future[Any] = Future()
+        self.loop = asyncio.get_running_loop()
+        self.future: asyncio.Future[Any] = self.loop.create_future()
+
+
+def _settle(outcomes: list[Outcome]) -> None:
+    """On the caller's loop: hand each result over, unless the caller gave up meanwhile."""
+    for future, ok, value in outcomes:
+        if future.cancelled():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
+def _deliver(outcomes: list[tuple[_Job, bool, Any]]) -> None:
+    """From a database thread: one wake-up per caller loop for the whole list."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
+    for job, ok, value in outcomes:
+        by_loop.setdefault(job.loop, []).append((job.future, ok, value))
+    for loop, items in by_loop.items():
+        if loop.is_closed():
+            continue
+        with contextlib.suppress(RuntimeError):  # the loop closed since the check
+            loop.call_soon_threadsafe(_settle, items)
 
 
 class Database:
@@ -55,9 +87,9 @@ class Database:
         self.path = Path(path)
         self._read_connections = read_connections
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._read_queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
-        self._readers: ThreadPoolExecutor | None = None
-        self._local = threading.local()
+        self._readers: list[threading.Thread] | None = None
         self._reader_conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self.commits = 0
@@ -70,9 +102,12 @@ class Database:
             target=self._write_loop, args=(conn,), name="db-writer", daemon=True
         )
         self._writer.start()
-        self._readers = ThreadPoolExecutor(
-            max_workers=self._read_connections, thread_name_prefix="db-reader"
-        )
+        self._readers = [
+            threading.Thread(target=self._read_loop, name=f"db-reader_{n}", daemon=True)
+            for n in range(self._read_connections)
+        ]
+        for reader in self._readers:
+            reader.start()
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -80,8 +115,11 @@ class Database:
             await asyncio.to_thread(self._writer.join)
             self._writer = None
         if self._readers is not None:
-            self._readers.shutdown(wait=True)
-            self._readers = None
+            readers, self._readers = self._readers, None
+            for _ in readers:
+                self._read_queue.put(_STOP)
+            for reader in readers:
+                reader.join()
         with self._lock:
             for conn in self._reader_conns:
                 conn.close()
@@ -95,7 +133,7 @@ class Database:
                 first = self._queue.get()
                 if first is _STOP:
                     return
-                batch: list[_WriteJob] = [first]
+                batch: list[_Job] = [first]
                 stop = False
                 while len(batch) < _MAX_BATCH:
                     try:
@@ -112,12 +150,12 @@ class Database:
         finally:
             conn.close()
 
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[_WriteJob]) -> None:
-        outcomes: list[tuple[bool, Any]] = []
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        outcomes: list[tuple[_Job, bool, Any]] = []
         try:
             # a caller that gave up (cancelled) before its turn is skipped; a running job can
             # no longer be cancelled, so its result is always delivered
-            batch[:] = [job for job in batch if job.future.set_running_or_notify_cancel()]
+            batch[:] = [job for job in batch if not job.future.cancelled()]
             if not batch:
                 return
             conn.execute("BEGIN IMMEDIATE")
@@ -128,33 +166,27 @@ class Database:
                 except BaseException as exc:
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
-                    outcomes.append((False, exc))
+                    outcomes.append((job, False, exc))
                 else:
                     conn.execute("RELEASE job")
-                    outcomes.append((True, result))
+                    outcomes.append((job, True, result))
             conn.execute("COMMIT")
         except BaseException as exc:  # the commit itself failed: nobody's write is durable
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            for job in batch:
-                if not job.future.done():
-                    job.future.set_exception(exc)
+            _deliver([(job, False, exc) for job in batch])
             return
         self.commits += 1
         self.writes += len(batch)
-        for job, (ok, value) in zip(batch, outcomes, strict=True):
-            if ok:
-                job.future.set_result(value)
-            else:
-                job.future.set_exception(value)
+        _deliver(outcomes)
 
     async def write_fn(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(conn)` on the write connection; returns once its transaction committed."""
         if self._writer is None:
             raise RuntimeError("database is not started")
-        job = _WriteJob(fn)
+        job = _Job(fn)
         self._queue.put(job)
-        result: T = await asyncio.wrap_future(job.future)
+        result: T = await job.future
         return result
 
     async def execute_write(self, sql: str, params: Params = ()) -> int:
@@ -165,21 +197,43 @@ class Database:
 
     # -- reads ----------------------------------------------------------------------------
 
-    def _read_conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = connect(self.path, read_only=True)
-            conn.execute("PRAGMA query_only = ON")
-            self._local.conn = conn
-            with self._lock:
-                self._reader_conns.append(conn)
+    def _read_loop(self) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            while True:
+                job = self._read_queue.get()
+                if job is _STOP:
+                    return
+                if job.future.cancelled():  # the caller gave up before its turn
+                    continue
+                try:
+                    if conn is None:
+                        conn = self._connect_reader()
+                    result = job.fn(conn)
+                except BaseException as exc:
+                    _deliver([(job, False, exc)])
+                else:
+                    _deliver([(job, True, result)])
+        finally:
+            if conn is not None:
+                with self._lock:
+                    self._reader_conns.remove(conn)
+                conn.close()
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        conn = connect(self.path, read_only=True)
+        conn.execute("PRAGMA query_only = ON")
+        with self._lock:
+            self._reader_conns.append(conn)
         return conn
 
     async def read_fn(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._readers is None:
             raise RuntimeError("database is not started")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, lambda: fn(self._read_conn()))
+        job = _Job(fn)
+        self._read_queue.put(job)
+        result: T = await job.future
+        return result
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         return await self.read_fn(lambda conn: conn.execute(sql, params).fetchall())

@@ -55,6 +55,7 @@ Source = Literal["voice", "api"]
 ClosingStatus = Literal["cancelled", "completed", "no_show"]
 
 MAX_RANGE_DAYS = 31
+_SEARCH_WINDOW_DAYS = 7
 ALTERNATIVES = 3
 # a closed appointment may be corrected between these two; nothing reopens a cancelled one
 _TRANSITIONS = {
@@ -162,17 +163,21 @@ class BookingService:
         last = rules.last_day
         if first > last:
             return []
-        horizon_end = rules.day_start(last + timedelta(days=1)) + length + rules.buffer
-        occupancy = await self._occupancy(tdb, after, horizon_end)
         found: list[datetime] = []
         day = first
         while day <= last and len(found) < limit:
-            for start in rules.bookable(day, length):
-                if start > after and self._free(rules, occupancy, start, length):
-                    found.append(start.astimezone(rules.tz))
-                    if len(found) == limit:
-                        break
-            day += timedelta(days=1)
+            # a week of bookings at a time: the next free slot is usually close, and loading
+            # the whole horizon of a busy tenant cost more than the search (bench/RESULTS.md)
+            window_last = min(last, day + timedelta(days=_SEARCH_WINDOW_DAYS - 1))
+            window_end = rules.day_start(window_last + timedelta(days=1)) + length + rules.buffer
+            occupancy = await self._occupancy(tdb, max(after, rules.day_start(day)), window_end)
+            while day <= window_last and len(found) < limit:
+                for start in rules.bookable(day, length):
+                    if start > after and self._free(rules, occupancy, start, length):
+                        found.append(start.astimezone(rules.tz))
+                        if len(found) == limit:
+                            break
+                day += timedelta(days=1)
         return found
 
     async def availability(

@@ -79,12 +79,14 @@ class MessagingService:
         row = self._build_row(principal, state, draft)
         row.update(idempotency_key=idempotency_key, request_hash=request_hash)
 
-        def write(conn: ScopedConnection) -> None:
+        def write(conn: ScopedConnection) -> sqlite3.Row:
             store.insert_message(conn, row)
             store.insert_event(conn, row["id"], row["tenant_id"], "api", "queued", True, {})
+            # the row as committed, read back in the same transaction: no extra round trip
+            return store.inserted_message(conn, row["id"])
 
         try:
-            await tdb.write_fn(write)
+            saved = await tdb.write_fn(write)
         except sqlite3.IntegrityError:
             # the same key raced in from another request: answer like a replay
             existing = await store.get_by_idempotency_key(tdb, idempotency_key or "")
@@ -93,8 +95,6 @@ class MessagingService:
             return self._replay(existing, request_hash), False
         self.metrics.accepted.labels(draft.channel).inc()
         self.wake()
-        saved = await store.get_message(tdb, row["id"])
-        assert saved is not None
         return store.public_message(saved), True
 
     def _replay(self, existing: sqlite3.Row, request_hash: str) -> dict[str, Any]:

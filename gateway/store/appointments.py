@@ -12,7 +12,8 @@ from datetime import tzinfo
 from typing import Any
 
 from gateway.db import ScopedConnection, TenantDB
-from gateway.ids import parse_iso
+from gateway.ids import iso, parse_iso
+from gateway.services.slots import MAX_DURATION
 
 _INSERT_COLUMNS = (
     "id",
@@ -104,14 +105,22 @@ def same_booking(conn: ScopedConnection, phone: str, starts_at: str) -> sqlite3.
     return row
 
 
+def _not_before(start: str) -> str:
+    """No appointment lasts longer than MAX_DURATION, so one that overlaps [start, …) started
+    after start - MAX_DURATION. Bounding starts_at on both sides keeps the index range to the
+    period instead of the tenant's whole history (bench/RESULTS.md: 100,000 appointments)."""
+    return iso(parse_iso(start) - MAX_DURATION)
+
+
 def count_overlapping(
     conn: ScopedConnection, start: str, until: str, exclude_id: str | None = None
 ) -> int:
     """Booked appointments overlapping [start, until)."""
     row = conn.execute(
         "SELECT COUNT(*) FROM rendez_vous WHERE tenant_id = :tenant_id AND status = 'booked' "
-        "AND starts_at < :until AND ends_at > :start AND id IS NOT :exclude",
-        {"start": start, "until": until, "exclude": exclude_id},
+        "AND starts_at > :not_before AND starts_at < :until AND ends_at > :start "
+        "AND id IS NOT :exclude",
+        {"start": start, "until": until, "exclude": exclude_id, "not_before": _not_before(start)},
     ).fetchone()
     return int(row[0])
 
@@ -141,8 +150,9 @@ async def booked_between(tdb: TenantDB, start: str, until: str) -> list[tuple[st
     """(starts_at, ends_at) of the booked appointments overlapping [start, until), by start."""
     rows = await tdb.fetchall(
         "SELECT starts_at, ends_at FROM rendez_vous WHERE tenant_id = :tenant_id "
-        "AND status = 'booked' AND starts_at < :until AND ends_at > :start ORDER BY starts_at",
-        {"start": start, "until": until},
+        "AND status = 'booked' AND starts_at > :not_before AND starts_at < :until "
+        "AND ends_at > :start ORDER BY starts_at",
+        {"start": start, "until": until, "not_before": _not_before(start)},
     )
     return [(r["starts_at"], r["ends_at"]) for r in rows]
 
