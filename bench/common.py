@@ -643,23 +643,26 @@ async def _closed_loop(
     seconds: float,
     connections: int,
     unique_header: str | None,
+    count: int | None = None,
+    request_timeout: float = 10.0,
 ) -> LoadResult:
+    """`connections` httpx clients back to back, for `seconds` or until `count` requests."""
     latencies: list[float] = []
     errors = 0
-    counter = 0
+    issued = 0
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as http:
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=request_timeout) as http:
         start = time.perf_counter()
         deadline = start + seconds
 
         async def worker() -> None:
-            nonlocal errors, counter
-            while time.perf_counter() < deadline:
-                counter += 1
-                req = requests[(counter - 1) % len(requests)]
+            nonlocal errors, issued
+            while time.perf_counter() < deadline and (count is None or issued < count):
+                issued += 1
+                req = requests[(issued - 1) % len(requests)]
                 headers = dict(req.headers)
                 if unique_header:
-                    headers[unique_header] = f"bench-h-{counter}"
+                    headers[unique_header] = f"bench-{start:.0f}-{issued}"
                 began = time.perf_counter()
                 try:
                     response = await http.request(
@@ -783,46 +786,8 @@ async def count_loop(
 ) -> LoadResult:
     """Exactly `count` requests (round-robin over `requests`) from `connections` clients,
     back to back; stops early after `limit_seconds`."""
-    latencies: list[float] = []
-    errors = 0
-    issued = 0
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as http:
-        start = time.perf_counter()
-        deadline = start + limit_seconds
-
-        async def worker() -> None:
-            nonlocal errors, issued
-            while issued < count and time.perf_counter() < deadline:
-                issued += 1
-                req = requests[(issued - 1) % len(requests)]
-                headers = dict(req.headers)
-                if unique_header:
-                    headers[unique_header] = f"bench-{start:.0f}-{issued}"
-                began = time.perf_counter()
-                try:
-                    response = await http.request(
-                        req.method, req.path, headers=headers, content=req.body
-                    )
-                    if response.status_code >= 400:
-                        errors += 1
-                except httpx.HTTPError:
-                    errors += 1
-                latencies.append(time.perf_counter() - began)
-
-        await asyncio.gather(*(worker() for _ in range(connections)))
-        elapsed = time.perf_counter() - start
-    ms = [v * 1000 for v in latencies]
-    return LoadResult(
-        tool=f"httpx x{connections}",
-        requests=len(latencies),
-        seconds=elapsed,
-        errors=errors,
-        p50_ms=percentile(ms, 50),
-        p90_ms=percentile(ms, 90),
-        p95_ms=percentile(ms, 95),
-        p99_ms=percentile(ms, 99),
-        max_ms=max(ms, default=0.0),
+    return await _closed_loop(
+        url, requests, limit_seconds, connections, unique_header, count=count, request_timeout=30.0
     )
 
 
