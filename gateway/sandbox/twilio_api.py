@@ -15,7 +15,6 @@ import binascii
 import contextlib
 import hmac
 import re
-from collections import deque
 from collections.abc import AsyncIterator
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -29,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.sandbox.faults import FaultQueue
 from gateway.sandbox.twilio_lifecycle import MESSAGES_PATH, TwilioMessages
 from gateway.sandbox.twilio_webhooks import (
     inbound_sms_params,
@@ -99,7 +99,7 @@ class TwilioSandbox(TwilioMessages):
         self.hang_seconds = hang_seconds
         self.retry_after = retry_after
         self.create_requests = 0
-        self._faults: deque[str] = deque()
+        self._faults = FaultQueue(FAULT_KINDS)
         base = MESSAGES_PATH.replace("{account_sid}", "{account_sid:str}")
         self.app = Starlette(
             routes=[
@@ -116,15 +116,11 @@ class TwilioSandbox(TwilioMessages):
 
     def add_fault(self, kind: str, count: int = 1) -> None:
         """Make the next `count` authenticated create requests fail as `kind`."""
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault {kind!r}; expected one of {sorted(FAULT_KINDS)}")
-        if count < 1:
-            raise ValueError("count must be at least 1")
-        self._faults.extend([kind] * count)
+        self._faults.add(kind, count)
 
     @property
     def pending_faults(self) -> list[str]:
-        return list(self._faults)
+        return self._faults.pending
 
     def reset(self) -> None:
         """Forget messages, faults and counters; reorder/duplicate off; unsent callbacks dropped."""
@@ -141,7 +137,7 @@ class TwilioSandbox(TwilioMessages):
         denied = self._check_access(request)
         if denied is not None:
             return denied
-        fault = self._faults.popleft() if self._faults else None
+        fault = self._faults.take()
         if fault == "429":
             return error_response(429, 20429, headers={"Retry-After": str(self.retry_after)})
         if fault == "500":

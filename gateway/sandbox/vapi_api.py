@@ -34,6 +34,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.sandbox.faults import FaultQueue
+
 FAULT_KINDS = frozenset({"500", "401", "400", "hang"})
 STREAM_HOST = "phone-call-websocket.aws-us-west-2-backend-production1.vapi.ai"
 INVALID_KEY = (
@@ -74,7 +76,7 @@ class VapiSandbox:
         self.stream_host = stream_host
         self.calls: list[dict[str, Any]] = []
         self.assistants: dict[str, dict[str, Any]] = {}
-        self._faults: list[str] = []
+        self._faults = FaultQueue(FAULT_KINDS)
         self._generation = 0
         self.app = Starlette(
             routes=[
@@ -92,11 +94,7 @@ class VapiSandbox:
 
     def add_fault(self, kind: str, count: int = 1) -> None:
         """Make the next `count` valid API requests fail in the way `kind` says."""
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault {kind!r}; expected one of {sorted(FAULT_KINDS)}")
-        if count < 1:
-            raise ValueError("count must be at least 1")
-        self._faults.extend([kind] * count)
+        self._faults.add(kind, count)
 
     def reset(self) -> None:
         """Forget calls, assistants and faults; release answers held by a `hang` fault."""
@@ -231,7 +229,7 @@ class VapiSandbox:
         return None
 
     async def _fault(self, request: Request) -> Response | None:
-        kind = self._faults.pop(0) if self._faults else None
+        kind = self._faults.take()
         if kind == "500":
             return JSONResponse({"statusCode": 500, "message": "Internal server error"}, 500)
         if kind == "401":
@@ -261,7 +259,7 @@ class VapiSandbox:
             self.add_fault(str(data.get("kind")), int(data.get("count", 1)))
         except (TypeError, ValueError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse({"pending": list(self._faults)})
+        return JSONResponse({"pending": self._faults.pending})
 
     async def _http_calls(self, request: Request) -> Response:
         return JSONResponse({"calls": self.calls})

@@ -46,6 +46,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.sandbox.faults import FaultQueue
+
 FAULT_KINDS = frozenset({"130429", "131047", "131026", "190", "500", "hang"})
 PROVIDERS = ("meta_cloud", "360dialog")
 ERROR_CODES_URL = "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/"
@@ -162,7 +164,7 @@ class WhatsAppSandbox:
         self.d360_channels: dict[str, D360Channel] = {}
         self.sent: list[SentMessage] = []
         self.webhooks: list[WebhookDelivery] = []
-        self._faults: list[str] = []
+        self._faults = FaultQueue(FAULT_KINDS)
         self._generation = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._http: httpx.AsyncClient | None = None
@@ -197,11 +199,7 @@ class WhatsAppSandbox:
 
     def add_fault(self, kind: str, count: int = 1) -> None:
         """Make the next `count` accepted-looking send requests fail in the way `kind` says."""
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault {kind!r}; expected one of {sorted(FAULT_KINDS)}")
-        if count < 1:
-            raise ValueError("count must be at least 1")
-        self._faults.extend([kind] * count)
+        self._faults.add(kind, count)
 
     def reset(self) -> None:
         """Forget messages, webhooks and faults, drop pending webhooks, release hung answers."""
@@ -280,7 +278,7 @@ class WhatsAppSandbox:
         body, problem = await _parse_message(request)
         if problem is not None:
             return _graph_error(400, 100, "(#100) Invalid parameter", details=problem)
-        fault = self._faults.pop(0) if self._faults else None
+        fault = self._faults.take()
         if fault == "130429":
             return _rate_limited()
         if fault == "190":
@@ -303,7 +301,7 @@ class WhatsAppSandbox:
         body, problem = await _parse_message(request)
         if problem is not None:
             return _graph_error(400, 100, "(#100) Invalid parameter", details=problem)
-        fault = self._faults.pop(0) if self._faults else None
+        fault = self._faults.take()
         if fault == "130429":
             return _rate_limited()
         if fault == "190":
@@ -466,7 +464,7 @@ class WhatsAppSandbox:
             self.add_fault(str(data.get("kind")), int(data.get("count", 1)))
         except (TypeError, ValueError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse({"pending": list(self._faults)})
+        return JSONResponse({"pending": self._faults.pending})
 
     async def _http_messages(self, request: Request) -> Response:
         return JSONResponse({"messages": [asdict(m) for m in self.sent]})
