@@ -14,6 +14,7 @@ from typing import Any
 
 from gateway.db import Database, ScopedConnection, TenantDB
 from gateway.ids import new_id, now_iso
+from gateway.store.paging import newest_first
 
 # What the voice path and Vapi's server messages may change after the insert. Checked so a
 # field name can never carry SQL into the statement.
@@ -165,26 +166,16 @@ _FILTERS = (
 async def list_calls(
     tdb: TenantDB, filters: dict[str, Any], limit: int, cursor: str | None
 ) -> list[sqlite3.Row]:
-    """One page of the tenant's calls, newest first; `cursor` is the last id of the previous
-    page (ids sort by creation time)."""
-    clauses = ["tenant_id = :tenant_id"]
-    params: dict[str, Any] = {"limit": limit}
-    for column, key in _FILTERS:
-        if filters.get(key) is not None:
-            clauses.append(f"{column} = :{key}")
-            params[key] = filters[key]
-    if filters.get("since"):
-        clauses.append("created_at >= :since")
-        params["since"] = filters["since"]
-    if filters.get("until"):
-        clauses.append("created_at < :until")
-        params["until"] = filters["until"]
-    if cursor:
-        clauses.append("id < :cursor")
-        params["cursor"] = cursor
-    return await tdb.fetchall(
-        "SELECT * FROM call_logs WHERE " + " AND ".join(clauses) + " ORDER BY id DESC LIMIT :limit",
-        params,
+    """One page of the tenant's calls, newest first."""
+    equal = {column: filters.get(key) for column, key in _FILTERS}
+    return await newest_first(
+        tdb,
+        "call_logs",
+        equal,
+        limit,
+        cursor,
+        since=filters.get("since"),
+        until=filters.get("until"),
     )
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from gateway.db import ScopedConnection, TenantDB
 from gateway.ids import new_id, now_iso
+from gateway.store.paging import newest_first
 
 _PROSPECT_COLUMNS = (
     "id",
@@ -79,22 +80,8 @@ async def _page(
     limit: int,
     cursor: str | None,
 ) -> list[sqlite3.Row]:
-    clauses = ["tenant_id = :tenant_id"]
-    params: dict[str, Any] = {"limit": limit}
-    for name, value in filters.items():
-        if value is not None:
-            clauses.append(f"{name} = :{name}")
-            params[name] = value
-    if cursor:
-        clauses.append("id < :cursor")
-        params["cursor"] = cursor
     select = ", ".join(c for c in columns if c != "tenant_id")
-    return await tdb.fetchall(
-        f"SELECT {select} FROM {table} WHERE "
-        + " AND ".join(clauses)
-        + " ORDER BY id DESC LIMIT :limit",
-        params,
-    )
+    return await newest_first(tdb, table, filters, limit, cursor, columns=select)
 
 
 async def list_prospects(

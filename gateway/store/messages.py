@@ -9,6 +9,7 @@ from typing import Any
 
 from gateway.db import Database, ScopedConnection, TenantDB
 from gateway.ids import new_id, now_iso
+from gateway.store.paging import newest_first
 
 # A status may only move up this ladder; finals share a rank so the first final one wins,
 # except that WhatsApp's "read" may follow "delivered".
@@ -161,32 +162,21 @@ async def list_events(tdb: TenantDB, message_id: str) -> list[dict[str, Any]]:
 async def list_messages(
     tdb: TenantDB, filters: dict[str, Any], limit: int, before: str | None
 ) -> list[sqlite3.Row]:
-    clauses = ["tenant_id = :tenant_id"]
-    params: dict[str, Any] = {"limit": limit}
-    for column, key in (
-        ("channel", "channel"),
-        ("status", "status"),
-        ("to_address", "to"),
-        ("message_type", "message_type"),
-        ("direction", "direction"),
-    ):
-        if filters.get(key) is not None:
-            clauses.append(f"{column} = :{key}")
-            params[key] = filters[key]
-    if filters.get("since"):
-        clauses.append("created_at >= :since")
-        params["since"] = filters["since"]
-    if filters.get("until"):
-        clauses.append("created_at < :until")
-        params["until"] = filters["until"]
-    if before:
-        clauses.append("id < :before")
-        params["before"] = before
-    return await tdb.fetchall(
-        "SELECT * FROM channel_messages_log WHERE "
-        + " AND ".join(clauses)
-        + " ORDER BY id DESC LIMIT :limit",
-        params,
+    equal = {
+        "channel": filters.get("channel"),
+        "status": filters.get("status"),
+        "to_address": filters.get("to"),
+        "message_type": filters.get("message_type"),
+        "direction": filters.get("direction"),
+    }
+    return await newest_first(
+        tdb,
+        "channel_messages_log",
+        equal,
+        limit,
+        before,
+        since=filters.get("since"),
+        until=filters.get("until"),
     )
 
 
