@@ -33,12 +33,17 @@ def _key_response(row: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 async def create_tenant(
-    db: Database, name: str, slug: str, timezone: str, label: str | None = "default"
+    db: Database,
+    name: str,
+    slug: str,
+    timezone: str,
+    label: str | None = "default",
+    country: str | None = None,
 ) -> tuple[Tenant, dict[str, Any]]:
     key, prefix = generate_key()
 
     def write(conn: sqlite3.Connection) -> tuple[Tenant, dict[str, Any]]:
-        tenant = store.insert_tenant(conn, name, slug, timezone)
+        tenant = store.insert_tenant(conn, name, slug, timezone, country)
         row = store.insert_api_key(conn, tenant.id, prefix, hash_key(key), label)
         return tenant, row
 

@@ -19,6 +19,7 @@ class Tenant:
     timezone: str
     status: str
     created_at: str
+    country: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Tenant:
@@ -29,6 +30,7 @@ class Tenant:
             timezone=row["timezone"],
             status=row["status"],
             created_at=row["created_at"],
+            country=row["country"],
         )
 
     def public(self) -> dict[str, Any]:
@@ -38,20 +40,23 @@ class Tenant:
             "name": self.name,
             "timezone": self.timezone,
             "status": self.status,
+            "country": self.country,
             "created_at": self.created_at,
         }
 
 
-_TENANT_COLUMNS = "id, slug, name, timezone, status, created_at"
+_TENANT_COLUMNS = "id, slug, name, timezone, status, created_at, country"
 
 
-def insert_tenant(conn: sqlite3.Connection, name: str, slug: str, timezone: str) -> Tenant:
+def insert_tenant(
+    conn: sqlite3.Connection, name: str, slug: str, timezone: str, country: str | None = None
+) -> Tenant:
     now = now_iso()
     tenant_id = new_id("ten")
     conn.execute(
-        "INSERT INTO tenants (id, slug, name, timezone, status, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, 'active', ?, ?)",
-        (tenant_id, slug, name, timezone, now, now),
+        "INSERT INTO tenants (id, slug, name, timezone, status, country, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, 'active', ?, ?, ?)",
+        (tenant_id, slug, name, timezone, country, now, now),
     )
     conn.executemany(
         "INSERT INTO channel_configurations "
@@ -59,7 +64,7 @@ def insert_tenant(conn: sqlite3.Connection, name: str, slug: str, timezone: str)
         "VALUES (?, ?, ?, 0, '{}', ?, ?)",
         [(new_id("chc"), tenant_id, channel, now, now) for channel in CHANNEL_TYPES],
     )
-    return Tenant(tenant_id, slug, name, timezone, "active", now)
+    return Tenant(tenant_id, slug, name, timezone, "active", now, country)
 
 
 def insert_api_key(
@@ -109,7 +114,7 @@ async def list_api_keys(db: Database, tenant_id: str) -> list[dict[str, Any]]:
 async def find_key(db: Database, key_hash: str) -> sqlite3.Row | None:
     return await db.fetchone(
         "SELECT k.id AS key_id, k.last_used_at, k.revoked_at, "
-        "t.id, t.slug, t.name, t.timezone, t.status, t.created_at "
+        "t.id, t.slug, t.name, t.timezone, t.status, t.created_at, t.country "
         "FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = ?",
         (key_hash,),
     )

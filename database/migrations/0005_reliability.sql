@@ -1,0 +1,22 @@
+-- What the reliability work needs: the country a tenant's national-format numbers are read
+-- in, a poll schedule for messages whose final status callback never came, the TwiML a call
+-- was answered with (so a retried CallSid gets the very same answer), and a version bound
+-- into each channel's encrypted secrets so an old ciphertext written back is refused.
+
+-- ISO 3166-1 alpha-2 (FR, BE, ...); NULL: taken from the tenant's time zone.
+ALTER TABLE tenants ADD COLUMN country TEXT;
+
+-- Set when a message is accepted by a provider that can be asked for a message's status;
+-- cleared once the status is final (or the provider stopped being asked).
+ALTER TABLE channel_messages_log ADD COLUMN poll_due_at TEXT;
+
+ALTER TABLE channel_messages_log ADD COLUMN poll_checks INTEGER NOT NULL DEFAULT 0;
+
+CREATE INDEX ix_messages_poll_due
+    ON channel_messages_log (poll_due_at)
+    WHERE poll_due_at IS NOT NULL;
+
+ALTER TABLE call_logs ADD COLUMN answer_twiml TEXT;
+
+-- 0: secrets written before this migration, bound to (tenant id, channel type) only.
+ALTER TABLE channel_configurations ADD COLUMN secrets_version INTEGER NOT NULL DEFAULT 0;
