@@ -16,19 +16,32 @@ from gateway.errors import BadRequest, ValidationFailed
 M = TypeVar("M", bound=BaseModel)
 
 
-def normalize_e164(value: str) -> str:
+def normalize_e164(value: str, region: str | None = None) -> str:
+    """E.164 from an international number ("+33 6 12 34 56 78", "0033612345678") or, given
+    the ISO region it is dialled in, from a national one ("06 12 34 56 78" in FR)."""
     raw = value.strip()
     if raw.startswith("00"):
         raw = "+" + raw[2:]
-    if not raw.startswith("+"):
+    if not raw.startswith("+") and region is None:
         raise ValueError("must be an international number in E.164 form, starting with +")
     try:
-        parsed = phonenumbers.parse(raw, None)
+        parsed = phonenumbers.parse(raw, None if raw.startswith("+") else region)
     except phonenumbers.NumberParseException:
         raise ValueError("is not a phone number") from None
     if not phonenumbers.is_valid_number(parsed):
         raise ValueError("is not a valid phone number")
     return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+
+
+def region_of(e164: str | None) -> str | None:
+    """The ISO region an E.164 number belongs to (None when it is not one)."""
+    if not e164 or not e164.startswith("+"):
+        return None
+    try:
+        region = phonenumbers.region_code_for_number(phonenumbers.parse(e164, None))
+    except phonenumbers.NumberParseException:
+        return None
+    return str(region) if region and region != "ZZ" else None
 
 
 def normalize_email(value: str) -> str:
