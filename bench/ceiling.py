@@ -15,6 +15,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.http_server import server_options
+
 
 async def accept(request: Request) -> Response:
     data = await request.json()
@@ -41,6 +43,7 @@ def main() -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=30,
+        **server_options(),
     )
 
 

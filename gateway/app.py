@@ -18,8 +18,9 @@ from gateway.channels.registry import Adapters
 from gateway.config import Settings
 from gateway.db import Database
 from gateway.errors import ApiError
+from gateway.http_server import read_deadlines, uvicorn_options
 from gateway.metrics import Metrics
-from gateway.middleware import BodyLimitMiddleware, RequestLogMiddleware
+from gateway.middleware import BodyDeadlineMiddleware, BodyLimitMiddleware, RequestLogMiddleware
 from gateway.openapi import build_openapi
 from gateway.routes import (
     admin,
@@ -33,7 +34,7 @@ from gateway.routes import (
     voice,
     webhooks,
 )
-from gateway.routing import Endpoint
+from gateway.routing import Endpoint, allowed_methods
 from gateway.services.booking import BookingService
 from gateway.services.channel_config import ChannelConfigService
 from gateway.services.channel_tests import ChannelTests
@@ -41,7 +42,8 @@ from gateway.services.cron import Scheduler
 from gateway.services.dispatcher import Dispatcher, DispatchSettings
 from gateway.services.inbound import InboundService
 from gateway.services.messaging import MessagingService
-from gateway.services.ratelimit import TokenBuckets
+from gateway.services.numbers import operator_numbers
+from gateway.services.ratelimit import CHANNEL_TEST_LIMIT, TokenBuckets
 from gateway.services.reminders import Reminders
 from gateway.services.tenants import check_keyring
 from gateway.services.vapi_server import VapiServer
@@ -92,8 +94,13 @@ class Gateway:
             self.db, settings, self.channels, self.adapters, self.metrics, self.dispatch_options
         )
         self.messaging = MessagingService(settings, self.channels, self.metrics, self._wake)
-        self.inbound = InboundService(self.db, self.metrics, self.dispatch_options.price_delay)
-        self.channel_tests = ChannelTests(self.channels, self.adapters)
+        self.inbound = InboundService(
+            self.db,
+            self.metrics,
+            self.dispatch_options.price_delay,
+            self.dispatch_options.status_poll or None,
+            operator_numbers(settings),
+        )
         self.reminders = Reminders(self.db, self.channels, self.messaging)
         self.booking = BookingService(self.db, self.channels)
         self.booking.on_booked = self.reminders.confirm
@@ -102,6 +109,13 @@ class Gateway:
         self.voice = VoiceService(self.db, settings, self.channels)
         rule = settings.ratelimit("SEND_RATE_LIMITER")
         self.send_limiter = TokenBuckets(rule) if rule else None
+        test_rule = settings.ratelimit("CHANNEL_TEST_RATE_LIMITER") or CHANNEL_TEST_LIMIT
+        self.channel_tests = ChannelTests(
+            self.channels,
+            self.adapters,
+            send_limiter=self.send_limiter,
+            test_limiter=TokenBuckets(test_rule, what="channel tests"),
+        )
         self.openapi = build_openapi(endpoints, "Channel Gateway", VERSION)
         self.run_dispatcher = settings.get("DISPATCHER", "on") != "off"
 
@@ -145,18 +159,26 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
+    headers = dict(exc.headers or {})
+    details: dict[str, Any] = {}
     if exc.status_code == 404:
         message = f"No route for {request.method} {request.url.path}"
     elif exc.status_code == 405:
         message = f"Method {request.method} is not allowed on {request.url.path}"
+        # Starlette names the methods of the one route it tried; a path may have several
+        allowed = allowed_methods(request.app.routes, request.scope)
+        if allowed:
+            headers["Allow"] = ", ".join(allowed)
+        details["allowed_methods"] = headers.get("Allow", "").split(", ")
     else:
         message = str(exc.detail)
-    body: dict[str, Any] = {"error": {"code": code, "message": message, "details": {}}}
-    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+    body: dict[str, Any] = {"error": {"code": code, "message": message, "details": details}}
+    return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
 
 def create_app(settings: Settings) -> Starlette:
     endpoints = all_endpoints()
+    deadlines = read_deadlines(settings)
     gateway = Gateway(settings, endpoints)
 
     @contextlib.asynccontextmanager
@@ -172,10 +194,13 @@ def create_app(settings: Settings) -> Starlette:
         middleware=[
             Middleware(RequestLogMiddleware),
             Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+            Middleware(BodyDeadlineMiddleware, seconds=deadlines.body),
         ],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},
         lifespan=lifespan,
     )
     app.state.gateway = gateway
     app.state.endpoints = endpoints
+    # what `gateway serve` hands to uvicorn.run: keep-alive, header deadline and size
+    app.state.uvicorn_options = uvicorn_options(settings)
     return app

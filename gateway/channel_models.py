@@ -8,15 +8,34 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import AfterValidator, Field, SecretStr, model_validator
 
-from gateway.validation import E164, EmailAddress, HeaderText, Hostname, TemplateName
+from gateway.validation import (
+    E164,
+    BodyText,
+    EmailAddress,
+    HeaderText,
+    Hostname,
+    RequestModel,
+    TemplateName,
+    one_line,
+)
 
 ChannelType = Literal["phone", "sms", "email", "whatsapp"]
 CHANNEL_TYPES: tuple[ChannelType, ...] = ("phone", "sms", "email", "whatsapp")
 MessageType = Literal["transactional", "marketing", "notification", "appointment_reminder"]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-Secret = Annotated[SecretStr, Field(min_length=1, max_length=4096)]
+
+
+def _one_line_secret(value: SecretStr) -> SecretStr:
+    # secrets end up in headers (Bearer tokens, 360dialog's key) and SMTP AUTH
+    one_line(value.get_secret_value())
+    return value
+
+
+Secret = Annotated[
+    SecretStr, Field(min_length=1, max_length=4096), AfterValidator(_one_line_secret)
+]
 Price = Annotated[float, Field(ge=0, le=100), AfterValidator(lambda v: round(v, 4))]
 
 
@@ -40,8 +59,8 @@ def _unique(values: list[str]) -> list[str]:
 NumberList = Annotated[list[E164], AfterValidator(_unique), Field(max_length=50)]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Model(RequestModel):
+    pass
 
 
 class TimeRange(_Model):
@@ -75,7 +94,7 @@ class PhoneConfig(_Model):
         default_factory=list, description="Business numbers that forward to the shared line"
     )
     fallback_number: E164 | None = None
-    greeting: Annotated[str, Field(max_length=500)] | None = None
+    greeting: Annotated[BodyText, Field(max_length=500)] | None = None
     booking: BookingSettings = Field(default_factory=BookingSettings)
 
 
@@ -99,8 +118,8 @@ def _sender(value: str) -> str:
 
 
 class SmsConfig(_Model):
-    templates: dict[TemplateName, Annotated[str, Field(min_length=1, max_length=1600)]] = Field(
-        default_factory=dict, examples=[{"reminder": "Hello {name}, see you at {time}."}]
+    templates: dict[TemplateName, Annotated[BodyText, Field(min_length=1, max_length=1600)]] = (
+        Field(default_factory=dict, examples=[{"reminder": "Hello {name}, see you at {time}."}])
     )
     default_message_type: MessageType = "transactional"
 

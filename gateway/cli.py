@@ -1,4 +1,9 @@
-"""`gateway serve | migrate | tenant create|list | keys create|revoke | rotate-keys`."""
+"""`gateway serve | migrate | tenant create|list | keys create|revoke | keyring | rotate-keys |
+sandbox | demo | cron | assistant sync`.
+
+Every failure ends the command with one line on stderr: exit code 2 for a configuration error
+(a malformed setting, keys that cannot read the stored credentials), 1 for anything else.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,19 @@ import argparse
 import asyncio
 import contextlib
 import json
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway import migrations
 from gateway.config import Settings, load_settings
-from gateway.db import Database
-from gateway.errors import ApiError, ConfigError
+from gateway.crypto import DecryptionError, Keyring, fingerprint_id
+from gateway.db import Database, TenantDB
+from gateway.errors import ApiError, ConfigError, ValidationFailed
 from gateway.logs import configure_logging
 from gateway.services import tenants as tenant_service
+from gateway.store import channels as channel_store
 from gateway.store import tenants as tenant_store
 
 
@@ -35,12 +43,46 @@ def _parser() -> argparse.ArgumentParser:
     )
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--base-port", type=int, default=8788)
+    sandbox.add_argument(
+        "--whatsapp",
+        action="append",
+        default=[],
+        metavar="PHONE_NUMBER_ID=TENANT_SLUG",
+        help="send this WhatsApp number's webhooks to the tenant's webhook URL (repeatable)",
+    )
+    sandbox.add_argument(
+        "--print-settings",
+        action="store_true",
+        help="print the settings block for .dev.vars and exit without serving",
+    )
+
+    demo = sub.add_parser(
+        "demo",
+        help="play a forwarded call, a booking and its SMS against the emulators",
+    )
+    demo.add_argument(
+        "--callback-delay",
+        type=float,
+        default=0.3,
+        help="seconds the Twilio emulator waits between status callbacks (default 0.3)",
+    )
 
     sub.add_parser("migrate", parents=[common], help="apply pending migrations")
     sub.add_parser(
         "cron", parents=[common], help="run one scheduled tick by hand (reminders that are due)"
     )
     sub.add_parser("rotate-keys", parents=[common], help="re-encrypt secrets under the primary key")
+    keyring = sub.add_parser(
+        "keyring", parents=[common], help="the encryption keys: show, add a new one, prune"
+    )
+    keyring.add_argument(
+        "action",
+        nargs="?",
+        choices=("show", "add", "prune"),
+        default="show",
+        help="show the key ids (default); add: print ENCRYPTION_KEYS with a new primary key "
+        "in front; prune: print ENCRYPTION_KEYS without the keys no stored secret uses",
+    )
 
     tenant = sub.add_parser("tenant", help="manage tenants").add_subparsers(
         dest="action", required=True
@@ -49,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True)
     create.add_argument("--slug", required=True)
     create.add_argument("--timezone", default="Europe/Paris")
+    create.add_argument(
+        "--country", help="ISO 3166-1 alpha-2 country its national phone numbers are read in"
+    )
     tenant.add_parser("list", parents=[common], help="list tenants")
 
     assistant = sub.add_parser("assistant", help="the tenants' Vapi assistants").add_subparsers(
@@ -83,9 +128,43 @@ async def _with_db(settings: Settings, fn: Callable[[Database], Awaitable[Any]])
     db.start()
     try:
         await tenant_service.check_keyring(db, settings.keyring)
+        await _check_keys_open_secrets(db, settings)
         return await fn(db)
     finally:
         await db.close()
+
+
+async def _check_keys_open_secrets(db: Database, settings: Settings) -> None:
+    """Each key id in use must open one of the secrets stored under it, so that a key with the
+    right id but the wrong bytes stops the command here instead of failing every send."""
+    from gateway.services.channel_config import ChannelConfigService
+
+    service = ChannelConfigService(settings)
+    rows: dict[str, list[tuple[str, str]]] = {}
+    for row in await channel_store.encrypted_rows(db):
+        rows.setdefault(row["key_id"], []).append((row["tenant_id"], row["channel_type"]))
+    for key_id, channels in sorted(rows.items()):
+        for tenant_id, channel in channels[:5]:  # one corrupt row does not condemn a key
+            try:
+                await service.load(TenantDB(db, tenant_id), channel)
+            except ApiError:
+                continue
+            break
+        else:
+            raise ConfigError(
+                f"the key {key_id!r} of ENCRYPTION_KEY(S) cannot decrypt the credentials "
+                "stored under it: it is not the key they were encrypted with"
+            )
+
+
+async def _nothing(db: Database) -> None:
+    return None
+
+
+def _preflight(settings: Settings) -> None:
+    """The start-up checks of the app's lifespan (migrations, keys), made before it starts:
+    inside uvicorn's lifespan a wrong key would end as a traceback instead of one line."""
+    asyncio.run(_with_db(settings, _nothing))
 
 
 def _serve(settings: Settings, host: str, port: int) -> None:
@@ -93,6 +172,7 @@ def _serve(settings: Settings, host: str, port: int) -> None:
 
     from gateway.app import create_app
 
+    _preflight(settings)
     app = create_app(settings)
     print(f"gateway: listening on http://{host}:{port} (env {settings.env})", file=sys.stderr)
     uvicorn.run(
@@ -102,6 +182,7 @@ def _serve(settings: Settings, host: str, port: int) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=30,
+        **app.state.uvicorn_options,
     )
 
 
@@ -134,19 +215,87 @@ async def _assistant_sync(settings: Settings, tenant_ref: str) -> Any:
 
 
 def _tenant_create(args: argparse.Namespace) -> Callable[[Database], Awaitable[Any]]:
-    async def run(db: Database) -> Any:
-        from gateway.channel_models import _timezone
-        from gateway.validation import Slug  # noqa: F401  (documents the slug rule)
+    from gateway.routes.admin import TenantCreate
+    from gateway.validation import validate_model
 
-        _timezone(args.timezone)
-        tenant, key = await tenant_service.create_tenant(db, args.name, args.slug, args.timezone)
+    # The request model of POST /admin/tenants: both refuse the same values.
+    fields = {"name": args.name, "slug": args.slug, "timezone": args.timezone}
+    if args.country is not None:
+        fields["country"] = args.country
+    body = validate_model(TenantCreate, fields)
+
+    async def run(db: Database) -> Any:
+        tenant, key = await tenant_service.create_tenant(
+            db, body.name, body.slug, body.timezone, country=body.country
+        )
         return {"tenant": tenant.public(), "api_key": key["key"], "api_key_id": key["id"]}
 
     return run
 
 
+def _keyring_entries(settings: Settings) -> list[tuple[str, str]]:
+    """The configured keys as (id, key as written), primary first."""
+    keys = settings.get("ENCRYPTION_KEYS")
+    if keys:
+        return [
+            (key_id.strip(), raw.strip())
+            for key_id, _, raw in (item.strip().partition(":") for item in keys.split(","))
+        ]
+    from gateway.crypto import decode_key
+
+    raw = settings.require("ENCRYPTION_KEY")
+    return [(fingerprint_id(decode_key(raw, "ENCRYPTION_KEY")), raw.strip())]
+
+
+def _keys_line(entries: list[tuple[str, str]]) -> str:
+    return "ENCRYPTION_KEYS=" + ",".join(f"{key_id}:{raw}" for key_id, raw in entries)
+
+
+async def _keys_in_use(db: Database) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in await channel_store.encrypted_rows(db):
+        counts[row["key_id"]] = counts.get(row["key_id"], 0) + 1
+    return counts
+
+
+def _keyring(settings: Settings, action: str) -> None:
+    import base64
+    import secrets
+
+    entries = _keyring_entries(settings)
+    if action == "add":
+        new = secrets.token_bytes(32)
+        new_id = fingerprint_id(new)
+        print(_keys_line([(new_id, base64.b64encode(new).decode()), *entries]))
+        print(
+            f"gateway: new primary key {new_id} in front of "
+            + ", ".join(key_id for key_id, _ in entries)
+            + ". Put the line where the secrets live (appended to .dev.vars, it wins over "
+            "ENCRYPTION_KEY), then run `gateway rotate-keys`.",
+            file=sys.stderr,
+        )
+        return
+    in_use = asyncio.run(_with_db(settings, _keys_in_use))
+    keyring: Keyring = settings.keyring
+    if action == "show":
+        _print({"primary": keyring.primary_id, "keys": keyring.key_ids, "in_use": in_use})
+        return
+    kept = [(k, raw) for k, raw in entries if k == keyring.primary_id or k in in_use]
+    dropped = [k for k, _ in entries if k not in dict(kept)]
+    waiting = [k for k, _ in kept if k != keyring.primary_id]
+    print(_keys_line(kept))
+    note = f"dropped {', '.join(dropped)}" if dropped else "no key to drop"
+    if waiting:
+        note += f"; {', '.join(waiting)} still encrypt secrets: run `gateway rotate-keys` first"
+    print(f"gateway: {note}.", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "demo":
+        # Nothing of the project is read or written: the demo brings its own settings.
+        configure_logging("WARNING")
+        return _one_line_errors(lambda: _demo(args))
     try:
         settings = load_settings(args.config, args.env, generate_missing=True)
     except ConfigError as exc:
@@ -154,48 +303,98 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.get("LOG_LEVEL", "INFO") or "INFO")
     if settings.generated:
+        generated = [
+            f"{name} (key id {settings.keyring.primary_id})" if name == "ENCRYPTION_KEY" else name
+            for name in settings.generated
+        ]
         print(
             "gateway: generated "
-            + " and ".join(settings.generated)
+            + " and ".join(generated)
             + f" into {settings.root / '.dev.vars'} (git-ignored). Keep that file: without "
             "ENCRYPTION_KEY the stored credentials cannot be read.",
             file=sys.stderr,
         )
+    return _one_line_errors(lambda: _dispatch(args, settings))
+
+
+def _one_line_errors(command: Callable[[], int]) -> int:
+    """Run a command; whatever stops it is reported in one line, never a traceback."""
     try:
-        return _dispatch(args, settings)
+        return command()
     except ConfigError as exc:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except DecryptionError as exc:
+        print(f"gateway: configuration error: stored credentials: {exc}", file=sys.stderr)
         return 2
     except migrations.MigrationError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 1
+    except ValidationFailed as exc:
+        fields = exc.details.get("fields", [])
+        print(
+            "gateway: " + "; ".join(f"{f['field']} {f['message']}" for f in fields), file=sys.stderr
+        )
+        return 1
     except ApiError as exc:
         print(f"gateway: {exc.message}", file=sys.stderr)
         return 1
-    except ValueError as exc:
+    except (ValueError, OSError, sqlite3.Error) as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import httpx
+
+    from gateway.demo import DemoError, run_demo
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            run_demo(sys.stdout, callback_delay=args.callback_delay)
+    except (DemoError, RuntimeError, httpx.HTTPError) as exc:  # a step, a server, a socket
+        print(f"gateway: demo failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _sandbox(settings: Settings, args: argparse.Namespace) -> None:
+    from gateway.sandbox import runner
+
+    def own(name: str, default: str) -> str:
+        return settings.get(name) or default
+
+    config = runner.SandboxConfig(
+        host=args.host,
+        base_port=args.base_port,
+        gateway_url=settings.public_base_url,
+        state_dir=settings.root / ".state",
+        account_sid=own("TWILIO_ACCOUNT_SID", runner.ACCOUNT_SID),
+        auth_token=own("TWILIO_AUTH_TOKEN", runner.AUTH_TOKEN),
+        phone_number=own("TWILIO_PHONE_NUMBER", runner.PHONE_NUMBER),
+        vapi_api_key=own("VAPI_API_KEY", runner.VAPI_API_KEY),
+        vapi_webhook_secret=own("VAPI_WEBHOOK_SECRET", runner.VAPI_WEBHOOK_SECRET),
+        whatsapp_numbers=runner.parse_whatsapp_numbers(args.whatsapp),
+    )
+    if args.print_settings:
+        print(runner.settings_block(config))
+        return
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(runner.serve(config))
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "serve":
         _serve(settings, args.host, args.port)
     elif args.command == "sandbox":
-        from gateway.sandbox.runner import serve
-
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(
-                serve(
-                    args.host,
-                    args.base_port,
-                    settings.public_base_url,
-                    settings.get("TWILIO_ACCOUNT_SID"),
-                    settings.get("TWILIO_AUTH_TOKEN"),
-                )
-            )
+        _sandbox(settings, args)
+    elif args.command == "keyring":
+        _keyring(settings, args.action)
     elif args.command == "assistant":
+        _preflight(settings)
         _print(asyncio.run(_assistant_sync(settings, args.tenant)))
     elif args.command == "cron":
+        _preflight(settings)
         _print(asyncio.run(_cron_tick(settings)))
     elif args.command == "migrate":
         applied = migrations.apply_migrations(

@@ -23,6 +23,7 @@ from gateway.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "wrangler_like.toml"
 PRODUCTION_ENVS = frozenset({"production", "prod"})
+_FLAGS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 _DEFAULTS: dict[str, str] = {
     "TWILIO_API_BASE": "https://api.twilio.com",
@@ -37,6 +38,8 @@ _DEFAULTS: dict[str, str] = {
     "DEFAULT_TIMEZONE": "Europe/Paris",
     "READ_CONNECTIONS": "4",
     "LOG_LEVEL": "INFO",
+    "SMTP_ALLOW_PRIVATE_HOSTS": "false",
+    "SMTP_ALLOWED_PORTS": "25,465,587,2525",
 }
 
 
@@ -86,6 +89,12 @@ class Settings:
         if value < 0:
             raise ConfigError(f"{name} must not be negative")
         return value
+
+    def flag(self, name: str) -> bool:
+        raw = (self.get(name) or "false").strip().lower()
+        if raw not in _FLAGS:
+            raise ConfigError(f"{name} must be true or false, got {raw!r}")
+        return _FLAGS[raw]
 
     def integer(self, name: str) -> int:
         raw = self.require(name)
@@ -269,6 +278,7 @@ def load_settings(
 
 
 def _validate(settings: Settings) -> None:
+    from gateway.net_guard import parse_ports
     from gateway.services.cron import Cron
 
     for expression in settings.crons:
@@ -281,6 +291,11 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"{name} must be positive")
     for name in ("SMS_PRICE_PER_SEGMENT", "CALL_PRICE_PER_MINUTE", "USD_EUR_RATE"):
         settings.decimal(name)
+    settings.flag("SMTP_ALLOW_PRIVATE_HOSTS")
+    try:
+        parse_ports(settings.require("SMTP_ALLOWED_PORTS"))
+    except ValueError as exc:
+        raise ConfigError(f"SMTP_ALLOWED_PORTS {exc}") from None
     for name in (
         "PUBLIC_BASE_URL",
         "TWILIO_API_BASE",

@@ -51,8 +51,13 @@ def fingerprint_id(key: bytes) -> str:
     return "k" + hashlib.sha256(b"channel-gateway key id" + key).hexdigest()[:8]
 
 
-def aad_for(tenant_id: str, channel_type: str) -> bytes:
-    return f"{tenant_id}\x1f{channel_type}".encode()
+def aad_for(tenant_id: str, channel_type: str, version: int = 0) -> bytes:
+    """What a ciphertext is bound to: its row (tenant id + channel type) and, from version 1
+    on, the row's secrets version, which every write increments — so a ciphertext copied to
+    another row, or an older one written back into the same row, fails to decrypt."""
+    if version <= 0:  # written before versions were bound in
+        return f"{tenant_id}\x1f{channel_type}".encode()
+    return f"{tenant_id}\x1f{channel_type}\x1fv{version}".encode()
 
 
 class Keyring:

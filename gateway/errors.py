@@ -6,6 +6,7 @@ ApiError                      -> {"error": {"code", "message", "details"}} with 
  ├── Forbidden                403  key of the wrong kind, bad webhook signature
  ├── NotFound                 404  unknown route or object (also another tenant's object)
  ├── MethodNotAllowed         405
+ ├── RequestTimeout           408  the request body did not arrive in time
  ├── Conflict                 409  state conflict (channel not configured, number taken…)
  ├── PayloadTooLarge          413
  ├── UnsupportedMediaType     415
@@ -76,6 +77,11 @@ class MethodNotAllowed(ApiError):
 class Conflict(ApiError):
     status = 409
     code = "conflict"
+
+
+class RequestTimeout(ApiError):
+    status = 408
+    code = "request_timeout"
 
 
 class PayloadTooLarge(ApiError):

@@ -1,7 +1,9 @@
-"""Plain ASGI middleware (Starlette's trustedhost shape): request log, body size limit."""
+"""Plain ASGI middleware (Starlette's trustedhost shape): request log, body size limit,
+body read deadline."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -9,18 +11,22 @@ import time
 import uuid
 from typing import Any
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import ApiError, PayloadTooLarge
+from gateway.errors import ApiError, PayloadTooLarge, RequestTimeout
 
 access_log = logging.getLogger("gateway.access")
 error_log = logging.getLogger("gateway.error")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# nginx's code for "the client closed the connection before the answer"
+CLIENT_CLOSED = 499
 
 
 class RequestLogMiddleware:
     """One structured line per request; echoes X-Request-Id; turns any uncaught exception
-    into the JSON 500 body (the traceback goes to the log, never to the client)."""
+    into the JSON 500 body (the traceback goes to the log, never to the client). A client
+    that goes away before its body is read is no error of ours: its line says 499."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -36,6 +42,7 @@ class RequestLogMiddleware:
         started = time.perf_counter()
         status = 500
         response_started = False
+        detail: str | None = None
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status, response_started
@@ -51,6 +58,9 @@ class RequestLogMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except ClientDisconnect:
+            # nothing was read in full, so nothing was written; there is no one to answer
+            status, detail = CLIENT_CLOSED, "client disconnected before the request was read"
         except Exception:
             error_log.exception(
                 "unhandled error", extra={"request_id": request_id, "path": scope["path"]}
@@ -65,17 +75,17 @@ class RequestLogMiddleware:
                 )
         finally:
             state: dict[str, Any] = scope.get("state", {})
-            access_log.info(
-                "request",
-                extra={
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                    "tenant_id": state.get("tenant_id"),
-                    "request_id": request_id,
-                },
-            )
+            extra = {
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "tenant_id": state.get("tenant_id"),
+                "request_id": request_id,
+            }
+            if detail is not None:
+                extra["detail"] = detail
+            access_log.info("request", extra=extra)
 
 
 class BodyLimitMiddleware:
@@ -119,6 +129,42 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+class BodyDeadlineMiddleware:
+    """408 when a request body has not arrived in full `seconds` after the request started:
+    a client that announces Content-Length: 100 and sends 10 bytes holds a worker only that
+    long. The answer closes the connection, whose rest can no longer be read as a request."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.seconds
+        complete = False
+
+        async def timed_receive() -> Message:
+            nonlocal complete
+            if complete:
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"The request body did not arrive within {self.seconds:g} seconds",
+                    details={"timeout_seconds": self.seconds},
+                    headers={"Connection": "close"},
+                ) from None
+            complete = message["type"] != "http.request" or not message.get("more_body")
+            return message
+
+        await self.app(scope, timed_receive, send)
 
 
 async def send_error(send: Send, error: ApiError) -> None:

@@ -1,4 +1,8 @@
-"""OpenAPI 3.1 document built from the declared endpoints and their pydantic models."""
+"""OpenAPI 3.1 document built from the declared endpoints and their pydantic models.
+
+Every operation lists the client errors it can answer: 413 for any request (the body limit
+holds before routing), 401/403 by its kind of authentication, 404 for the objects named in
+its path, 422 for its query parameters, and 400/408/415/422 for its JSON body."""
 
 from __future__ import annotations
 
@@ -32,6 +36,27 @@ _AUTH_RESPONSES = {
     "signature": {403: "Missing or invalid provider signature"},
     "none": {},
 }
+_ANY_REQUEST = {413: "The request body exceeds MAX_BODY_BYTES"}
+_JSON_BODY = {
+    400: "Malformed JSON (or nested too deep, or a number out of range)",
+    408: "The body did not arrive within BODY_READ_TIMEOUT_SECONDS",
+    415: "Content-Type is not application/json",
+    422: "Invalid fields, each named in details.fields",
+}
+_FORM_BODY = {408: "The body did not arrive within BODY_READ_TIMEOUT_SECONDS"}
+
+
+def _client_errors(ep: Endpoint, path_params: list[str]) -> dict[int, str]:
+    errors: dict[int, str] = {**_ANY_REQUEST, **_AUTH_RESPONSES[ep.auth]}
+    if path_params and ep.auth in ("tenant", "admin"):
+        errors[404] = "No such " + " or ".join(name.removesuffix("_id") for name in path_params)
+    if ep.query is not None:
+        errors[422] = "Invalid query parameters, each named in details.fields"
+    if ep.body is not None or ep.body_schema is not None:
+        errors.update(_JSON_BODY)
+    elif ep.form:
+        errors.update(_FORM_BODY)
+    return {**errors, **ep.responses}
 
 
 def _models(endpoints: list[Endpoint]) -> list[type[BaseModel]]:
@@ -42,6 +67,8 @@ def _models(endpoints: list[Endpoint]) -> list[type[BaseModel]]:
             candidates.extend(ep.body)
         elif ep.body is not None:
             candidates.append(ep.body)
+        if ep.body_schema is not None:
+            candidates.append(ep.body_schema)
         if ep.query is not None:
             candidates.append(ep.query)
         for model in candidates:
@@ -68,9 +95,10 @@ def build_openapi(endpoints: list[Endpoint], title: str, version: str) -> dict[s
         }
         if ep.description:
             op["description"] = ep.description
+        path_params = re.findall(r"{(\w+)}", ep.path)
         params = [
             {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in re.findall(r"{(\w+)}", ep.path)
+            for name in path_params
         ]
         if ep.query is not None:
             query_schema = schemas.get(ep.query.__name__, {})
@@ -87,10 +115,12 @@ def build_openapi(endpoints: list[Endpoint], title: str, version: str) -> dict[s
                 "required": True,
                 "content": {"application/json": {"schema": schema}},
             }
-        elif ep.body is not None:
+        elif ep.body is not None or ep.body_schema is not None:
+            model = ep.body if ep.body is not None else ep.body_schema
+            assert model is not None
             op["requestBody"] = {
                 "required": True,
-                "content": {"application/json": {"schema": ref_of[ep.body]}},
+                "content": {"application/json": {"schema": ref_of[model]}},
             }
         elif ep.form:
             op["requestBody"] = {
@@ -101,12 +131,7 @@ def build_openapi(endpoints: list[Endpoint], title: str, version: str) -> dict[s
         error = {
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
         }
-        extra = {**_AUTH_RESPONSES[ep.auth], **ep.responses}
-        if ep.body is not None:
-            extra.setdefault(400, "Malformed JSON")
-            extra.setdefault(415, "Content-Type is not application/json")
-            extra.setdefault(422, "Invalid fields, each named in details.fields")
-        for status, text in sorted(extra.items()):
+        for status, text in sorted(_client_errors(ep, path_params).items()):
             op["responses"][str(status)] = {"description": text, **error}
         if ep.auth in ("tenant", "admin"):
             op["security"] = [{"bearer": []}]

@@ -1,6 +1,7 @@
 """The country a tenant's national-format phone numbers are read in ("06 12 34 56 78" is
 +33612345678 for a tenant in France): the tenant's explicit `country`, else the country of
-its IANA time zone as the tz database's `zone.tab` records it."""
+its IANA time zone as the tz database's `zone.tab` records it (a zone's other names, such as
+Asia/Calcutta or US/Eastern, are followed to the zone through `tzdata.zi`'s links)."""
 
 from __future__ import annotations
 
@@ -31,8 +32,23 @@ def _zone_countries() -> dict[str, str]:
             fields = line.split("\t")
             if len(fields) >= 3:
                 countries[fields[2]] = fields[0]
+        for link, target in _links(Path(folder) / "tzdata.zi").items():
+            if target in countries:
+                countries.setdefault(link, countries[target])
         return countries
     return {}
+
+
+def _links(compiled: Path) -> dict[str, str]:
+    """`L <zone> <other name>` lines of the compiled tz source: other name -> zone."""
+    if not compiled.is_file():
+        return {}
+    links: dict[str, str] = {}
+    for line in compiled.read_text(encoding="utf-8").splitlines():
+        fields = line.split()
+        if len(fields) == 3 and fields[0] == "L":
+            links[fields[2]] = fields[1]
+    return links
 
 
 def region_for_timezone(timezone: str | None) -> str | None:

@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Match, Route
+from starlette.types import Scope
 
 from gateway.auth import TenantPrincipal, require_admin, require_tenant
 from gateway.errors import UnsupportedMediaType, ValidationFailed
-from gateway.validation import parse_json, validate_model
+from gateway.regions import tenant_region
+from gateway.validation import parse_json, validate_model, validation_context
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -56,6 +58,8 @@ class Endpoint:
     body: type[BaseModel] | tuple[type[BaseModel], ...] | None = None
     query: type[BaseModel] | None = None
     form: bool = False
+    # a JSON body the handler reads itself, after checking a signature: documented only
+    body_schema: type[BaseModel] | None = None
     status: int = 200
     responses: dict[int, str] = field(default_factory=dict)
     description: str = ""
@@ -70,12 +74,16 @@ class Endpoint:
             require_admin(request, gw.settings.admin_api_key)
         elif self.auth == "tenant":
             ctx.principal = await require_tenant(request, gw.db, gw.settings.admin_api_key)
-        if self.body is not None:
-            data = await read_json(request)
-            ctx.body = data if isinstance(self.body, tuple) else validate_model(self.body, data)
-        if self.query is not None:
-            ctx.query = validate_query(self.query, request)
-        return await self.handler(ctx)
+        # a tenant's national-format numbers are read in its country, here and in every
+        # model a service validates for this request (channel settings)
+        region = tenant_region(ctx.principal.tenant) if ctx.principal is not None else None
+        with validation_context(region=region):
+            if self.body is not None:
+                data = await read_json(request)
+                ctx.body = data if isinstance(self.body, tuple) else validate_model(self.body, data)
+            if self.query is not None:
+                ctx.query = validate_query(self.query, request)
+            return await self.handler(ctx)
 
 
 async def read_json(request: Request) -> Any:
@@ -95,6 +103,18 @@ def validate_query(model: type[BaseModel], request: Request) -> BaseModel:
         values = params.getlist(key)
         data[key] = values if len(values) > 1 else values[0]
     return validate_model(model, data)
+
+
+def allowed_methods(routes: Sequence[BaseRoute], scope: Scope) -> list[str]:
+    """Every method some route serves on this request's path (several endpoints may share a
+    path: GET, POST and PUT /api/channels/{channel_type}/config), for a 405's Allow."""
+    methods: set[str] = set()
+    for route in routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(scope)
+            if match is not Match.NONE:
+                methods |= route.methods
+    return sorted(methods)
 
 
 def json_response(

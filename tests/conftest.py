@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +70,31 @@ class Api:
         return body["tenant"], {"Authorization": f"Bearer {body['api_key']}"}
 
 
+class FakeResolver:
+    """DNS for tests, from a table: never the network. A name not in it does not resolve."""
+
+    def __init__(self, answers: dict[str, Sequence[str]] | None = None) -> None:
+        self.answers = dict(answers or {})
+        self.asked: list[str] = []
+
+    async def __call__(self, host: str) -> Sequence[str]:
+        self.asked.append(host)
+        return list(self.answers.get(host, ()))
+
+
+def use_resolver(gateway: Any, resolver: Any) -> None:
+    """Point the SMTP host checks, at save time and at connect time, at `resolver`."""
+    gateway.channels.smtp_hosts = dataclasses.replace(
+        gateway.channels.smtp_hosts, resolver=resolver
+    )
+    adapter = gateway.adapters("email", None)
+    adapter.hosts = dataclasses.replace(adapter.hosts, resolver=resolver)
+
+
 async def start_api(settings: Settings) -> tuple[Starlette, httpx.AsyncClient]:
     app = create_app(settings)
+    # in-process tests never resolve a host name through real DNS
+    use_resolver(app.state.gateway, FakeResolver())
     await app.state.gateway.start()
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     client = httpx.AsyncClient(transport=transport, base_url="https://gateway.test")

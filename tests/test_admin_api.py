@@ -148,3 +148,34 @@ async def test_tenant_key_on_admin_endpoint_is_403_and_admin_key_on_tenant_endpo
     assert response.json()["error"]["code"] == "wrong_key_kind"
     unknown = await api.client.get("/api/channels", headers={"Authorization": "Bearer nope"})
     assert unknown.status_code == 401
+
+
+@pytest.mark.parametrize(("given", "stored"), [("FR", "FR"), ("us", "US"), (" be ", "BE")])
+async def test_a_tenant_country_is_stored_upper_case_and_shown(
+    api: Api, given: str, stored: str
+) -> None:
+    response = await api.client.post(
+        "/admin/tenants",
+        json={"name": "Cabinet", "slug": "cabinet", "timezone": "UTC", "country": given},
+        headers=api.admin,
+    )
+    assert response.status_code == 201, response.text
+    tenant = response.json()["tenant"]
+    assert tenant["country"] == stored
+    detail = await api.client.get(f"/admin/tenants/{tenant['id']}", headers=api.admin)
+    assert detail.json()["tenant"]["country"] == stored
+    listing = await api.client.get("/admin/tenants", headers=api.admin)
+    assert [t["country"] for t in listing.json()["tenants"]] == [stored]
+
+
+@pytest.mark.parametrize("country", ["XX", "FRA", "France", "001", "F"])
+async def test_a_country_phonenumbers_does_not_know_is_422(api: Api, country: str) -> None:
+    response = await api.client.post(
+        "/admin/tenants",
+        json={"name": "Cabinet", "slug": "cabinet", "country": country},
+        headers=api.admin,
+    )
+    assert response.status_code == 422, response.text
+    assert [f["field"] for f in response.json()["error"]["details"]["fields"]] == ["country"]
+    listing = await api.client.get("/admin/tenants", headers=api.admin)
+    assert listing.json()["tenants"] == []

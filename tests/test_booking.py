@@ -208,7 +208,7 @@ async def test_same_phone_and_start_is_idempotent_and_notifies_once(api: Api) ->
     service, tenant = await setup(api)
     booked: list[tuple[str, dict[str, Any]]] = []
 
-    async def on_booked(tenant_id: str, appointment: dict[str, Any]) -> None:
+    async def on_booked(tenant_id: str, appointment: dict[str, Any], moved: bool) -> None:
         booked.append((tenant_id, appointment))
 
     service.on_booked = on_booked
@@ -230,7 +230,7 @@ async def test_same_phone_and_start_is_idempotent_and_notifies_once(api: Api) ->
 async def test_a_failing_hook_does_not_undo_the_booking(api: Api) -> None:
     service, tenant = await setup(api)
 
-    async def broken(tenant_id: str, appointment: dict[str, Any]) -> None:
+    async def broken(tenant_id: str, appointment: dict[str, Any], moved: bool) -> None:
         raise RuntimeError("sms down")
 
     service.on_booked = broken
@@ -290,7 +290,7 @@ async def test_reschedule_moves_atomically_and_ignores_its_own_place(api: Api) -
     service, tenant = await setup(api)
     notified: list[str] = []
 
-    async def on_booked(tenant_id: str, appointment: dict[str, Any]) -> None:
+    async def on_booked(tenant_id: str, appointment: dict[str, Any], moved: bool) -> None:
         notified.append(appointment["starts_at"])
 
     service.on_booked = on_booked

@@ -151,7 +151,7 @@ async def test_concurrent_requests_book_one_place(api: Api) -> None:
     ("body", "fields"),
     [
         ({}, {"customer_name", "customer_phone", "starts_at"}),
-        (booking(customer_phone="0612345678"), {"customer_phone"}),
+        (booking(customer_phone="06 12"), {"customer_phone"}),
         (booking(customer_email="not-an-email"), {"customer_email"}),
         (booking(customer_name=""), {"customer_name"}),
         (booking(customer_name="Ana\r\nBcc: x"), {"customer_name"}),

@@ -21,7 +21,9 @@ def smtp() -> Iterator[SmtpSandbox]:
 
 @pytest.fixture
 def stack(tmp_path: Path, smtp: SmtpSandbox) -> Iterator[Stack]:
-    with running_stack(tmp_path, SMTP_CA_FILE=str(smtp.cert_path)) as running:
+    with running_stack(
+        tmp_path, SMTP_CA_FILE=str(smtp.cert_path), SMTP_ALLOW_PRIVATE_HOSTS="true"
+    ) as running:
         yield running
 
 

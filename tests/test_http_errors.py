@@ -136,3 +136,22 @@ async def test_readiness_reports_pending_migrations(api: Api, tmp_path: Path) ->
     response = await api.client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["pending_migrations"] == ["9999_pending_probe.sql"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("DELETE", "/admin/tenants", {"GET", "HEAD", "POST"}),
+        ("DELETE", "/api/channels/email/config", {"GET", "HEAD", "POST", "PUT"}),
+        ("PATCH", "/api/channels/sms/config", {"GET", "HEAD", "POST", "PUT"}),
+        ("PUT", "/api/appointments/apt_1", {"GET", "HEAD", "PATCH"}),
+        ("GET", "/api/channels/sms/send", {"POST"}),
+    ],
+)
+async def test_405_allow_lists_every_method_of_the_path(
+    api: Api, method: str, path: str, allowed: set[str]
+) -> None:
+    response = await api.client.request(method, path, headers=api.admin)
+    assert_error_shape(response, 405, "method_not_allowed")
+    assert set(response.headers["allow"].split(", ")) == allowed
+    assert set(response.json()["error"]["details"]["allowed_methods"]) == allowed

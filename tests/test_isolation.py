@@ -143,7 +143,7 @@ async def test_no_secret_in_any_response_or_log_line(
                 json={"password": EMAIL["password"], "port": "bad"},
                 headers=key,
             ),
-            # a closed loopback port: the check fails without reaching out to the network
+            # a loopback host: refused at save time (422), nothing reaches the network
             await api.client.put(
                 "/api/channels/email/config",
                 json={"host": "localhost", "port": free_port()},

@@ -117,7 +117,7 @@ async def test_template_rendering_and_missing_variables(api: Api) -> None:
 @pytest.mark.parametrize(
     ("path", "body", "fields"),
     [
-        ("sms", {"to": "0612345678", "body": "hi"}, ["to"]),
+        ("sms", {"to": "06 12", "body": "hi"}, ["to"]),
         ("sms", {"to": CLIENT}, ["body"]),
         ("sms", {"to": CLIENT, "body": "hi", "template": "rappel"}, ["body"]),
         ("sms", {"to": CLIENT, "body": "x" * 1601}, ["body"]),

@@ -44,3 +44,35 @@ async def test_request_models_are_the_validating_models(api: Api) -> None:
         for placeholder in re.findall(r"{(\w+)}", path):
             for op in doc["paths"][path].values():
                 assert placeholder in {p["name"] for p in op["parameters"]}
+
+
+async def test_every_operation_documents_its_client_errors(api: Api) -> None:
+    doc = (await api.client.get("/openapi.json")).json()
+    missing = []
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            codes = set(op["responses"])
+            expected = {code for code in codes if code.startswith("4")} or {"4xx"}
+            if op.get("security"):
+                expected |= {"401", "403"}
+            if any(p["in"] == "query" for p in op.get("parameters", [])):
+                expected.add("422")
+            if op.get("security") and "{" in path:
+                expected.add("404")
+            if "application/json" in op.get("requestBody", {}).get("content", {}):
+                expected |= {"400", "413", "415", "422"}
+            for code in sorted(expected - codes):
+                missing.append(f"{method.upper()} {path}: {code}")
+            for code in codes - {"200", "201", "202", "204"}:
+                assert op["responses"][code]["description"], f"{method} {path} {code}"
+                if code.startswith("4"):
+                    content = op["responses"][code]["content"]["application/json"]
+                    assert content["schema"] == {"$ref": "#/components/schemas/Error"}
+    assert missing == [], "operations without their 4xx responses"
+
+
+async def test_the_vapi_server_url_documents_its_envelope(api: Api) -> None:
+    doc = (await api.client.get("/openapi.json")).json()
+    body = doc["paths"]["/api/vapi/functions"]["post"]["requestBody"]
+    ref = body["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    assert doc["components"]["schemas"][ref]["required"] == ["message"]

@@ -157,7 +157,8 @@ async def test_webhook_verification_handshake(
             "/webhooks/whatsapp/nobody",
             params={"hub.mode": "subscribe", "hub.verify_token": VERIFY, "hub.challenge": "x"},
         )
-        assert unknown.status_code == 404
+        # an unknown slug is refused like a wrong token: slugs cannot be enumerated
+        assert unknown.status_code == 403 and unknown.json() == wrong.json()
 
 
 async def test_forged_webhooks_are_refused_and_write_nothing(

@@ -16,6 +16,14 @@ CREATE INDEX ix_messages_poll_due
     ON channel_messages_log (poll_due_at)
     WHERE poll_due_at IS NOT NULL;
 
+-- Messages sent before this migration and still waiting for their final status get polled.
+UPDATE channel_messages_log SET poll_due_at = updated_at
+WHERE status = 'sent' AND provider = 'twilio' AND provider_message_id IS NOT NULL;
+
+-- When the last send attempt started: a provider's record of the message can only have been
+-- created after it, which is how a send whose answer was lost is told from its twins.
+ALTER TABLE channel_messages_log ADD COLUMN attempted_at TEXT;
+
 ALTER TABLE call_logs ADD COLUMN answer_twiml TEXT;
 
 -- 0: secrets written before this migration, bound to (tenant id, channel type) only.

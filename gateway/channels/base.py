@@ -11,7 +11,8 @@ ProviderError                   what went wrong at the provider, classified for 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from datetime import datetime
+from typing import Any, Literal, Protocol, runtime_checkable
 
 ErrorKind = Literal["transient", "permanent", "configuration", "unknown"]
 
@@ -69,3 +70,30 @@ class Adapter(Protocol):
     async def send(self, message: OutboundMessage) -> SendResult: ...
 
     async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ProviderMessage:
+    """A message as the provider's own records show it (its status in its vocabulary)."""
+
+    provider_message_id: str
+    status: str
+    created: datetime | None = None
+    body: str | None = None
+    num_segments: int | None = None
+    price: str | None = None
+    price_unit: str | None = None
+    error_code: str | None = None
+
+
+@runtime_checkable
+class Lookup(Protocol):
+    """A provider that can be asked about the messages it took: how a lost answer is found
+    again instead of being sent twice, and how a final status whose callback was lost is
+    learnt."""
+
+    async def fetch(self, provider_message_id: str) -> ProviderMessage: ...
+
+    async def find_sent(
+        self, to: str, sender: str | None, since: datetime
+    ) -> list[ProviderMessage]: ...

@@ -32,8 +32,13 @@ class Adapters:
             return TwilioSmsAdapter(sid, token, s.require("TWILIO_API_BASE"), timeout)
         if channel == "email":
             from gateway.channels.smtp_email import EmailAdapter
+            from gateway.net_guard import HostGuard
 
-            return EmailAdapter(s.get("SMTP_CA_FILE"), timeout=max(timeout, 15.0))
+            return EmailAdapter(
+                s.get("SMTP_CA_FILE"),
+                timeout=max(timeout, 15.0),
+                hosts=HostGuard.from_settings(s),
+            )
         if channel == "whatsapp":
             from gateway.channels.whatsapp import WhatsAppAdapter
 

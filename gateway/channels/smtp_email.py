@@ -7,9 +7,15 @@ Error translation (DESIGN §8):
     permanent      a 5xx reply; one refusing the recipient's address at RCPT also asks for
                    the address to be suppressed (suppress="hard_bounce")
     configuration  535 authentication failed; 530/534/538; a TLS or certificate failure;
-                   a server without STARTTLS or AUTH when the settings need them
+                   a server without STARTTLS or AUTH when the settings need them; a host or
+                   port the host rule refuses (gateway.net_guard)
     unknown        the connection lost or timed out after the content went out and before
                    the final reply: the server may have accepted the message
+
+Connections go through the host rule: the host is resolved once, every address is checked,
+and the TCP connection is opened here to a checked address and handed to aiosmtplib as its
+socket, while TLS still verifies the certificate against the host *name* (aiosmtplib takes
+the server name from `hostname`, the socket from `sock`).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import socket
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +37,7 @@ from aiosmtplib.typing import Default
 
 from gateway.channel_models import EmailConfig
 from gateway.channels.base import OutboundMessage, ProviderError, SendResult
+from gateway.net_guard import HostGuard, HostRefused, HostUnresolved
 
 Outcome = Literal["ok", "transient", "permanent", "configuration"]
 Stage = Literal["connect", "authenticate", "send"]
@@ -110,13 +118,62 @@ def tls_context(ca_file: str | None) -> ssl.SSLContext:
     return context
 
 
+async def open_socket(
+    host: str, port: int, guard: HostGuard, connect_timeout: float
+) -> socket.socket:
+    """A TCP connection to `host:port` that the host rule allows, made to one of the addresses
+    the rule checked (the next in line when one refuses the connection)."""
+    try:
+        guard.check_port(port)
+        addresses = await guard.addresses(host, connect_timeout)
+    except HostRefused as exc:
+        raise ProviderError(
+            "configuration",
+            f"the SMTP server cannot be used: {exc.field} {exc.reason}",
+            code="host_refused",
+        ) from None
+    except HostUnresolved:
+        raise ProviderError(
+            "transient",
+            f"could not connect to {host}:{port}: the host name does not resolve",
+            code="host_unresolved",
+        ) from None
+    loop = asyncio.get_running_loop()
+    failure: OSError | None = None
+    for address in addresses:
+        family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as exc:  # e.g. no IPv6 on this machine
+            failure = exc
+            continue
+        sock.setblocking(False)
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, (str(address), port)), connect_timeout)
+        except BaseException as exc:  # the socket is ours until it is connected
+            sock.close()
+            if isinstance(exc, TimeoutError):
+                failure = TimeoutError(f"no answer within {connect_timeout:g} s")
+            elif isinstance(exc, OSError):
+                failure = exc
+            else:
+                raise
+            continue
+        return sock
+    assert failure is not None
+    raise failure
+
+
 def make_client(
     config: EmailConfig,
-    ca_file: str | None,
+    sock: socket.socket,
     timeout: float,
     *,
     context: ssl.SSLContext | None = None,
+    ca_file: str | None = None,
 ) -> SmtpClient:
+    """A client on an already connected socket; `hostname` is then only the name TLS checks
+    the certificate against."""
     assert config.host is not None
     if config.security == "none":
         context = None
@@ -124,7 +181,7 @@ def make_client(
         context = tls_context(ca_file)
     return SmtpClient(
         hostname=config.host,
-        port=config.effective_port,
+        sock=sock,
         use_tls=config.security == "tls",
         start_tls=config.security == "starttls",
         tls_context=context,
@@ -159,10 +216,24 @@ def describe(exc: BaseException) -> str:
 
 
 async def check_connection(
-    config: EmailConfig, ca_file: str | None = None, connect_timeout: float = 10.0
+    config: EmailConfig,
+    ca_file: str | None = None,
+    connect_timeout: float = 10.0,
+    guard: HostGuard | None = None,
 ) -> SmtpCheck:
     """Connect (with TLS as configured) and authenticate, then quit without sending."""
-    client = make_client(config, ca_file, connect_timeout)
+    assert config.host is not None
+    try:
+        sock = await open_socket(
+            config.host, config.effective_port, guard or HostGuard(), connect_timeout
+        )
+    except ProviderError as exc:
+        outcome: Outcome = "configuration" if exc.kind == "configuration" else "transient"
+        return SmtpCheck(False, "connect", outcome, exc.reason)
+    except OSError as exc:
+        detail = f"could not connect to {config.host}:{config.effective_port}: {describe(exc)}"
+        return SmtpCheck(False, "connect", "transient", detail)
+    client = make_client(config, sock, connect_timeout, ca_file=ca_file)
     stage = "connect"
     try:
         await client.connect()
@@ -181,6 +252,7 @@ async def check_connection(
         else:
             detail = describe(exc)
         client.close()
+        sock.close()
         return SmtpCheck(False, stage, outcome, detail, code)
     return SmtpCheck(True, "done", "ok", "connected and authenticated")
 
@@ -298,10 +370,14 @@ class EmailAdapter:
 
     provider = "smtp"
 
-    def __init__(self, ca_file: str | None = None, timeout: float = 15.0) -> None:
+    def __init__(
+        self, ca_file: str | None = None, timeout: float = 15.0, hosts: HostGuard | None = None
+    ) -> None:
         self.timeout = timeout
         # Built once, so a bad CA file fails at start-up rather than at the first send.
         self._tls = tls_context(ca_file)
+        # Without one, the strict rule: public hosts on the SMTP ports only.
+        self.hosts = hosts or HostGuard()
 
     async def send(self, message: OutboundMessage) -> SendResult:
         config = message.config
@@ -315,9 +391,13 @@ class EmailAdapter:
         assert config.from_email is not None
         mail = compose(message, config)
         message_id = str(mail["Message-ID"])
-        client = make_client(config, None, self.timeout, context=self._tls)
+        assert config.host is not None
+        sock: socket.socket | None = None
+        client: SmtpClient | None = None
         stage: Stage = "connect"
         try:
+            sock = await open_socket(config.host, config.effective_port, self.hosts, self.timeout)
+            client = make_client(config, sock, self.timeout, context=self._tls)
             await client.connect()
             if config.username:
                 stage = "authenticate"
@@ -331,9 +411,13 @@ class EmailAdapter:
             with contextlib.suppress(aiosmtplib.SMTPException, OSError):
                 await client.quit()
         except (aiosmtplib.SMTPException, OSError, ValueError) as exc:
-            raise _translate(exc, stage, config, client.content_sent) from exc
+            content_sent = client is not None and client.content_sent
+            raise _translate(exc, stage, config, content_sent) from exc
         finally:
-            client.close()
+            if client is not None:
+                client.close()
+            if sock is not None:
+                sock.close()
         return SendResult(
             provider=self.provider,
             provider_message_id=message_id,

@@ -5,7 +5,7 @@ an httpx-based HttpClient whose base URL is configurable (the sandbox replaces i
 from __future__ import annotations
 
 import logging
-from datetime import date
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -14,7 +14,7 @@ from twilio.http import AsyncHttpClient
 from twilio.http.response import Response as TwilioResponse
 from twilio.rest import Client
 
-from gateway.channels.base import OutboundMessage, ProviderError, SendResult
+from gateway.channels.base import OutboundMessage, ProviderError, ProviderMessage, SendResult
 
 TWILIO_BASE = "https://api.twilio.com"
 log = logging.getLogger("gateway.twilio")
@@ -92,6 +92,24 @@ def classify(exc: BaseException) -> ProviderError:
     return ProviderError("transient", f"Twilio client error: {exc}")
 
 
+_PAGE_SIZE = 1000  # Twilio's largest page
+_MAX_LISTED = 50_000
+
+
+def _provider_message(record: Any) -> ProviderMessage:
+    code = record.error_code
+    return ProviderMessage(
+        provider_message_id=record.sid,
+        status=record.status or "queued",
+        created=record.date_created,
+        body=record.body,
+        num_segments=_segments(record.num_segments),
+        price=record.price,
+        price_unit=record.price_unit,
+        error_code=str(code) if code not in (None, 0, "0") else None,
+    )
+
+
 def _segments(value: Any) -> int | None:
     try:
         return int(value) if value is not None else None
@@ -132,33 +150,51 @@ class TwilioSmsAdapter:
             num_segments=_segments(created.num_segments),
         )
 
-    async def fetch(self, sid: str) -> dict[str, Any]:
+    async def fetch(self, provider_message_id: str) -> ProviderMessage:
         try:
-            found = await self.client.messages(sid).fetch_async()
+            found = await self.client.messages(provider_message_id).fetch_async()
         except (TwilioException, httpx.HTTPError) as exc:
             raise classify(exc) from exc
-        return {
-            "status": found.status,
-            "price": found.price,
-            "price_unit": found.price_unit,
-            "num_segments": _segments(found.num_segments),
-            "error_code": found.error_code,
-        }
+        return _provider_message(found)
 
-    async def find_sent(self, to: str, body: str, sent_after: date) -> list[dict[str, Any]]:
-        """Messages to `to` with this exact body since a day: how a send whose answer was
-        lost is found again, instead of being sent twice."""
+    async def find_sent(
+        self, to: str, sender: str | None, since: datetime
+    ) -> list[ProviderMessage]:
+        """Every message to `to` from `sender` (a number, an alphanumeric id or a Messaging
+        Service sid) created since `since`: how a send whose answer was lost is found again.
+
+        Twilio lists newest first and pages: the pages are followed until a whole page is
+        older than `since` (not a fixed count: a recipient may have had a hundred newer
+        messages since). No DateSent filter, because a message still queued at Twilio has
+        no DateSent yet."""
+        service = sender if sender and sender.startswith("MG") else None
+        filters: dict[str, Any] = {"to": to, "page_size": _PAGE_SIZE}
+        if sender and service is None:
+            filters["from_"] = sender
+        found: list[ProviderMessage] = []
+        older_in_a_row = 0
+        seen = 0
         try:
-            found = await self.client.messages.list_async(
-                to=to, date_sent_after=sent_after, limit=100
-            )
+            records = await self.client.messages.stream_async(**filters)
+            async for record in records:
+                seen += 1
+                if seen > _MAX_LISTED:
+                    raise ProviderError(
+                        "unknown", f"more than {_MAX_LISTED} messages to look through"
+                    )
+                created = record.date_created
+                if created is not None and created < since:
+                    older_in_a_row += 1
+                    if older_in_a_row >= _PAGE_SIZE:
+                        break
+                    continue
+                older_in_a_row = 0
+                if service is not None and record.messaging_service_sid != service:
+                    continue
+                found.append(_provider_message(record))
         except (TwilioException, httpx.HTTPError) as exc:
             raise classify(exc) from exc
-        return [
-            {"sid": m.sid, "status": m.status, "num_segments": _segments(m.num_segments)}
-            for m in found
-            if m.body == body
-        ]
+        return found
 
     async def aclose(self) -> None:
         await self._http.aclose()

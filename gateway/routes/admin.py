@@ -4,38 +4,45 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from starlette.responses import Response
 
 from gateway.channel_models import PhoneOperatorConfig, SmsOperatorConfig, TimeZoneName
 from gateway.db import TenantDB
+from gateway.regions import tenant_region
 from gateway.routing import Ctx, Endpoint, json_response
 from gateway.services import tenants as service
 from gateway.store import tenants as store
-from gateway.validation import Slug
+from gateway.validation import Country, HeaderText, RequestModel, Slug, validation_context
 
 
-class TenantCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+class TenantCreate(RequestModel):
+    name: Annotated[HeaderText, Field(min_length=1, max_length=200)]
     slug: Slug
     timezone: TimeZoneName = "Europe/Paris"
+    country: Country | None = Field(
+        None,
+        description="ISO 3166-1 alpha-2 country its national-format phone numbers are read "
+        "in; default: the country of its time zone",
+    )
 
 
-class ApiKeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    label: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+class ApiKeyCreate(RequestModel):
+    label: Annotated[HeaderText, Field(min_length=1, max_length=100)] | None = None
 
 
-class Page(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Page(RequestModel):
     limit: int = Field(50, ge=1, le=200)
-    after: str | None = Field(None, description="Cursor: the last id of the previous page")
+    after: Annotated[str, Field(max_length=200)] | None = Field(
+        None, description="Cursor: the last id of the previous page"
+    )
 
 
 async def create_tenant(ctx: Ctx) -> Response:
     body: TenantCreate = ctx.body
-    tenant, key = await service.create_tenant(ctx.gw.db, body.name, body.slug, body.timezone)
+    tenant, key = await service.create_tenant(
+        ctx.gw.db, body.name, body.slug, body.timezone, country=body.country
+    )
     channels = await ctx.gw.channels.list(TenantDB(ctx.gw.db, tenant.id))
     return json_response(
         {
@@ -83,9 +90,11 @@ async def revoke_api_key(ctx: Ctx) -> Response:
 
 async def operator_channel_config(ctx: Ctx) -> Response:
     tenant = await service.require_tenant(ctx.gw.db, ctx.param("tenant_id"))
-    view = await ctx.gw.channels.operator_update(
-        TenantDB(ctx.gw.db, tenant.id), ctx.param("channel_type"), ctx.body
-    )
+    # the tenant is known: its dedicated numbers may be written in its national format
+    with validation_context(region=tenant_region(tenant)):
+        view = await ctx.gw.channels.operator_update(
+            TenantDB(ctx.gw.db, tenant.id), ctx.param("channel_type"), ctx.body
+        )
     return json_response(view)
 
 
@@ -99,6 +108,7 @@ ENDPOINTS = [
         tags=["operator"],
         body=TenantCreate,
         status=201,
+        responses={409: "slug_taken: another tenant has this slug"},
         description="Creates the tenant, its four channel rows (disabled) and a first API "
         "key, which is returned once and never again.",
     ),

@@ -7,12 +7,14 @@ import re
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
+from pydantic import Field, PlainValidator, WithJsonSchema
 from starlette.responses import Response
 
 from gateway.channel_models import MessageType
+from gateway.regions import tenant_region
 from gateway.routing import Ctx, Endpoint, json_response
 from gateway.services import analytics as service
+from gateway.validation import HeaderText, RequestModel, day_in_range, instant_in_range
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 # an unencoded "+01:00" in a query string arrives as " 01:00"
@@ -21,31 +23,44 @@ _BOUND_HELP = "must be a date (2025-11-01) or a date-time with a UTC offset (202
 
 
 def _bound(value: object) -> date:
+    if isinstance(value, datetime):
+        return instant_in_range(value)
     if isinstance(value, date):
-        return value
+        return day_in_range(value)
     if not isinstance(value, str):
         raise ValueError(_BOUND_HELP)
     text = value.strip()
     try:
-        if _DATE.fullmatch(text):
-            return date.fromisoformat(text)
-        moment = datetime.fromisoformat(_SPACED_OFFSET.sub(r"+\1", text))
+        moment = (
+            date.fromisoformat(text)
+            if _DATE.fullmatch(text)
+            else datetime.fromisoformat(_SPACED_OFFSET.sub(r"+\1", text))
+        )
     except ValueError:
         raise ValueError(_BOUND_HELP) from None
+    if not isinstance(moment, datetime):
+        return day_in_range(moment)
     if moment.tzinfo is None:
         raise ValueError("needs a UTC offset (Z or +01:00), or give a date")
-    return moment
+    return instant_in_range(moment)
 
 
 Bound = Annotated[
     date,
     PlainValidator(_bound),
-    WithJsonSchema({"type": "string", "examples": ["2025-11-01", "2025-11-01T09:00:00+01:00"]}),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "format": "date"},
+                {"type": "string", "format": "date-time"},
+            ],
+            "examples": ["2025-11-01", "2025-11-01T09:00:00+01:00"],
+        }
+    ),
 ]
 
 
-class PeriodQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class PeriodQuery(RequestModel):
     start: Bound | None = Field(
         None,
         description="Inclusive. A date is midnight in the tenant's time zone (UTC for the "
@@ -57,20 +72,20 @@ class PeriodQuery(BaseModel):
 class MessageMetricsQuery(PeriodQuery):
     channel: Literal["sms", "email", "whatsapp"] | None = None
     message_type: MessageType | None = None
-    agent: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    agent: Annotated[HeaderText, Field(min_length=1, max_length=100)] | None = None
 
 
 class CallMetricsQuery(PeriodQuery):
     pass
 
 
-class CommunicationsQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CommunicationsQuery(RequestModel):
     contact: Annotated[str, Field(min_length=1, max_length=320)] = Field(
-        description="E.164 phone number (starting with +) or email address"
+        description="A phone number (international, or national in the tenant's country) or "
+        "an email address"
     )
     limit: int = Field(50, ge=1, le=200)
-    cursor: str | None = Field(None, description="next_cursor of the previous page")
+    cursor: str | None = Field(None, max_length=500, description="next_cursor of the previous page")
 
 
 class UnprofitableQuery(PeriodQuery):
@@ -112,7 +127,10 @@ async def call_metrics(ctx: Ctx) -> Response:
 
 async def communications(ctx: Ctx) -> Response:
     query: CommunicationsQuery = ctx.query
-    page = await service.timeline(ctx.tenant.db, query.contact, query.limit, query.cursor)
+    region = tenant_region(ctx.tenant.tenant)
+    page = await service.timeline(
+        ctx.tenant.db, query.contact, query.limit, query.cursor, region=region
+    )
     return json_response(page)
 
 

@@ -2,65 +2,62 @@
 
 from __future__ import annotations
 
-import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from starlette.responses import Response
 
 from gateway.errors import Conflict, ValidationFailed
 from gateway.routing import Ctx, Endpoint, json_response
 from gateway.services.booking import UNSET
 from gateway.services.slots import BookingResult
-from gateway.validation import E164, EmailAddress, HeaderText
+from gateway.validation import E164, BodyText, Day, EmailAddress, HeaderText, Instant, RequestModel
 
 Line = Annotated[HeaderText, Field(min_length=1, max_length=200)]
-Notes = Annotated[str, Field(max_length=2000)]
+Notes = Annotated[BodyText, Field(max_length=2000)]
 
 
-class AvailabilityQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    date: dt.date | None = Field(None, description="One day (YYYY-MM-DD)")
-    start: dt.date | None = Field(None, description="First day of a range")
-    end: dt.date | None = Field(None, description="Last day of a range (at most 31 days)")
+class AvailabilityQuery(RequestModel):
+    date: Day | None = Field(None, description="One day (YYYY-MM-DD)")
+    start: Day | None = Field(None, description="First day of a range")
+    end: Day | None = Field(None, description="Last day of a range (at most 31 days)")
     duration: int | None = Field(
         None, ge=1, le=1440, description="Minutes, a multiple of the slot length"
     )
 
 
-class AppointmentQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class AppointmentQuery(RequestModel):
     status: Literal["booked", "cancelled", "completed", "no_show"] | None = None
     phone: E164 | None = None
-    starts_from: AwareDatetime | None = Field(
+    starts_from: Instant | None = Field(
         None, alias="from", description="Starting at or after (inclusive)"
     )
-    starts_before: AwareDatetime | None = Field(
+    starts_before: Instant | None = Field(
         None, alias="to", description="Starting before (exclusive)"
     )
     limit: int = Field(50, ge=1, le=200)
     cursor: str | None = Field(None, max_length=200, description="next_cursor of the last page")
 
 
-class AppointmentCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class AppointmentCreate(RequestModel):
     customer_name: Line
     customer_phone: E164
     customer_email: EmailAddress | None = None
     service: Line | None = None
-    starts_at: AwareDatetime = Field(examples=["2026-12-01T09:00:00+01:00"])
+    starts_at: Instant = Field(examples=["2026-12-01T09:00:00+01:00"])
     duration_minutes: int | None = Field(
         None, ge=1, le=1440, description="Defaults to the slot length"
     )
-    call_id: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    call_id: Annotated[HeaderText, Field(min_length=1, max_length=100)] | None = None
     notes: Notes | None = None
 
 
-class AppointmentPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class AppointmentPatch(RequestModel):
+    # as in a JSON merge patch, "" clears the notes like null
+    blank_clears: ClassVar[frozenset[str]] = frozenset({"notes"})
     status: Literal["cancelled", "completed", "no_show"] | None = None
-    starts_at: AwareDatetime | None = Field(None, description="Move the appointment")
-    notes: Notes | None = Field(None, description="null clears the notes")
+    starts_at: Instant | None = Field(None, description="Move the appointment")
+    notes: Notes | None = Field(None, description='null (or "") clears the notes')
 
     @model_validator(mode="after")
     def _one_change(self) -> AppointmentPatch:

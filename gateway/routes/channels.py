@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import Field, StrictBool
 from starlette.responses import Response
 
 from gateway.channel_models import (
@@ -15,17 +15,16 @@ from gateway.channel_models import (
     WhatsAppConfig,
 )
 from gateway.routing import Ctx, Endpoint, json_response
+from gateway.validation import RequestModel
 
 CONFIG_MODELS = (PhoneConfig, SmsConfig, EmailConfig, WhatsAppConfig)
 
 
-class ToggleBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ToggleBody(RequestModel):
     enabled: StrictBool
 
 
-class ChannelTestBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ChannelTestBody(RequestModel):
     channel: ChannelType
     to: Annotated[str, Field(min_length=3, max_length=320)] = Field(
         description="E.164 number (phone, sms, whatsapp) or email address (email)"

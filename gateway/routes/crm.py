@@ -2,30 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from starlette.responses import Response
 
 from gateway.routing import Ctx, Endpoint, page_response
 from gateway.store import crm
+from gateway.validation import RequestModel
+
+Cursor = Annotated[str, Field(max_length=200, description="next_cursor of the previous page")]
+CallRef = Annotated[str, Field(max_length=100)]
 
 
-class ProspectQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ProspectQuery(RequestModel):
     project: Literal["buy", "sell", "rent", "let", "invest"] | None = None
-    call_id: str | None = None
+    call_id: CallRef | None = None
     limit: int = Field(50, ge=1, le=200)
-    cursor: str | None = None
+    cursor: Cursor | None = None
 
 
-class TicketQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TicketQuery(RequestModel):
     status: Literal["open", "in_progress", "closed"] | None = None
     priority: Literal["low", "normal", "high", "urgent"] | None = None
-    call_id: str | None = None
+    call_id: CallRef | None = None
     limit: int = Field(50, ge=1, le=200)
-    cursor: str | None = None
+    cursor: Cursor | None = None
 
 
 async def list_prospects(ctx: Ctx) -> Response:
@@ -50,17 +52,16 @@ async def list_tickets(ctx: Ctx) -> Response:
     return page_response("tickets", rows, query.limit)
 
 
-class CallQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CallQuery(RequestModel):
     outcome: (
         Literal[
             "bridged", "fallback_dial", "fallback_apology", "unknown_tenant", "channel_disabled"
         ]
         | None
     ) = None
-    status: str | None = None
+    status: Annotated[str, Field(max_length=50)] | None = None
     limit: int = Field(50, ge=1, le=200)
-    cursor: str | None = None
+    cursor: Cursor | None = None
 
 
 async def list_calls(ctx: Ctx) -> Response:

@@ -6,30 +6,47 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 from starlette.responses import Response
 
 from gateway.channel_models import MessageType
 from gateway.errors import NotFound, ValidationFailed
+from gateway.ids import iso
+from gateway.regions import tenant_region
 from gateway.routing import Ctx, Endpoint, json_response, page_response
 from gateway.services.messaging import Draft
 from gateway.store import messages as store
-from gateway.validation import E164, EmailAddress, HeaderText, TemplateName, normalize_e164
+from gateway.validation import (
+    E164,
+    BodyText,
+    EmailAddress,
+    HeaderText,
+    Instant,
+    RequestModel,
+    TemplateName,
+    normalize_e164,
+    safe_body,
+)
 
-Scalar = str | int | float
+
+def _safe_scalar(value: str | int | float) -> str | int | float:
+    return safe_body(value) if isinstance(value, str) else value
+
+
+# template variables end up in the message body
+Scalar = Annotated[str | int | float, AfterValidator(_safe_scalar)]
+Label = Annotated[HeaderText, Field(min_length=1, max_length=100)]
+Reference = Annotated[HeaderText, Field(max_length=100)]
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
-class SendBase(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SendBase(RequestModel):
     message_type: MessageType | None = None
-    agent: Annotated[str, Field(min_length=1, max_length=100)] | None = Field(
-        None, description="Label of the AI agent that sends the message"
-    )
+    agent: Label | None = Field(None, description="Label of the AI agent that sends the message")
     metadata: dict[str, Any] = Field(default_factory=dict)
-    call_id: Annotated[str, Field(max_length=100)] | None = None
-    appointment_id: Annotated[str, Field(max_length=100)] | None = None
-    send_at: AwareDatetime | None = Field(None, description="Send later (ISO-8601 with offset)")
+    call_id: Reference | None = None
+    appointment_id: Reference | None = None
+    send_at: Instant | None = Field(None, description="Send later (ISO-8601 with offset)")
 
     @field_validator("metadata")
     @classmethod
@@ -46,7 +63,7 @@ def _one_of(first: object, second: object, names: str) -> None:
 
 class SmsSend(SendBase):
     to: E164
-    body: Annotated[str, Field(min_length=1, max_length=1600)] | None = None
+    body: Annotated[BodyText, Field(min_length=1, max_length=1600)] | None = None
     template: TemplateName | None = Field(None, description="Name of one of the SMS templates")
     variables: dict[str, Scalar] = Field(default_factory=dict)
 
@@ -59,8 +76,8 @@ class SmsSend(SendBase):
 class EmailSend(SendBase):
     to: EmailAddress
     subject: Annotated[HeaderText, Field(min_length=1, max_length=998)]
-    text: Annotated[str, Field(min_length=1, max_length=500_000)] | None = None
-    html: Annotated[str, Field(min_length=1, max_length=500_000)] | None = None
+    text: Annotated[BodyText, Field(min_length=1, max_length=500_000)] | None = None
+    html: Annotated[BodyText, Field(min_length=1, max_length=500_000)] | None = None
 
     @model_validator(mode="after")
     def _some_content(self) -> EmailSend:
@@ -71,7 +88,7 @@ class EmailSend(SendBase):
 
 class WhatsAppSend(SendBase):
     to: E164
-    text: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    text: Annotated[BodyText, Field(min_length=1, max_length=4096)] | None = None
     template: TemplateName | None = Field(None, description="Alias of a WhatsApp template")
     variables: list[Scalar] | dict[str, Scalar] | None = Field(
         None, description="Body parameters: a list (positional) or an object (named)"
@@ -163,37 +180,41 @@ Status = Literal[
 ]
 
 
-class MessageQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class MessageQuery(RequestModel):
     channel: Literal["sms", "email", "whatsapp"] | None = None
     status: Status | None = None
     to: Annotated[str, Field(max_length=320)] | None = Field(
-        None, description="Recipient: E.164 number or email address"
+        None,
+        description="Recipient: a phone number (international, or national in the tenant's "
+        "country) or an email address",
     )
     message_type: MessageType | None = None
     direction: Literal["outbound", "inbound"] | None = None
-    since: AwareDatetime | None = Field(None, description="Created at or after (inclusive)")
-    until: AwareDatetime | None = Field(None, description="Created before (exclusive)")
+    since: Instant | None = Field(None, description="Created at or after (inclusive)")
+    until: Instant | None = Field(None, description="Created before (exclusive)")
     limit: int = Field(50, ge=1, le=200)
-    cursor: str | None = Field(None, description="next_cursor of the previous page")
+    cursor: str | None = Field(None, max_length=500, description="next_cursor of the previous page")
+
+
+def _recipient(ctx: Ctx, to: str | None) -> str | None:
+    """The `to` filter as stored: an address lowercased, a number in E.164 (national numbers
+    read in the tenant's country)."""
+    if to is None:
+        return None
+    if "@" in to:
+        return to.strip().lower()
+    try:
+        return normalize_e164(to, tenant_region(ctx.tenant.tenant))
+    except ValueError as exc:
+        raise ValidationFailed.one("to", str(exc)) from None
 
 
 async def list_messages(ctx: Ctx) -> Response:
     query: MessageQuery = ctx.query
-    from gateway.ids import iso
-
-    to = query.to
-    if to and to.startswith("+"):
-        try:
-            to = normalize_e164(to)
-        except ValueError as exc:
-            raise ValidationFailed.one("to", str(exc)) from None
-    elif to:
-        to = to.strip().lower()
     filters = {
         "channel": query.channel,
         "status": query.status,
-        "to": to,
+        "to": _recipient(ctx, query.to),
         "message_type": query.message_type,
         "direction": query.direction,
         "since": iso(query.since) if query.since else None,

@@ -7,8 +7,10 @@ import logging
 
 from starlette.responses import Response
 
+from gateway.channels.vapi_messages import Envelope
 from gateway.errors import Forbidden
-from gateway.routing import Ctx, Endpoint, json_response, read_json, require_object
+from gateway.routing import Ctx, Endpoint, json_response, read_json
+from gateway.validation import validate_model
 
 log = logging.getLogger("gateway.vapi")
 
@@ -26,8 +28,8 @@ def _check_secret(ctx: Ctx) -> None:
 
 async def vapi_functions(ctx: Ctx) -> Response:
     _check_secret(ctx)
-    body = require_object(await read_json(ctx.request))
-    return json_response(await ctx.gw.vapi.handle(body))
+    envelope = validate_model(Envelope, await read_json(ctx.request))
+    return json_response(await ctx.gw.vapi.handle(envelope))
 
 
 ENDPOINTS = [
@@ -38,7 +40,11 @@ ENDPOINTS = [
         "signature",
         "Vapi server URL: tool-calls, end-of-call-report, status-update, assistant-request",
         tags=["voice"],
+        body_schema=Envelope,
         description="Authenticated with `X-Vapi-Secret` (or `Authorization: Bearer`) equal to "
-        "VAPI_WEBHOOK_SECRET. Tool-call failures come back as `error` results, never a 500.",
+        "VAPI_WEBHOOK_SECRET. A field the gateway reads with the wrong type is a 422; a "
+        "malformed tool call, an unknown function or bad arguments come back as that call's "
+        "`error` result, never a 500.",
+        responses={403: "Missing or invalid secret, or no tenant for this call"},
     )
 ]

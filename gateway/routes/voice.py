@@ -19,6 +19,12 @@ async def twilio_voice(ctx: Ctx) -> Response:
     return Response(twiml, media_type="text/xml")
 
 
+async def twilio_call_status(ctx: Ctx) -> Response:
+    params = await twilio_form(ctx, "twilio_call_status")
+    twiml = await ctx.gw.voice.call_status(params)
+    return Response(twiml, media_type="text/xml")
+
+
 ENDPOINTS: list[Endpoint] = [
     Endpoint(
         "POST",
@@ -32,6 +38,20 @@ ENDPOINTS: list[Endpoint] = [
             "Answers TwiML: Vapi's media-stream bridge, a `<Dial>` to the tenant's fallback "
             "number when Vapi fails or is slow, or a polite `<Say>` + `<Hangup>` when no "
             "tenant or no enabled phone channel is found."
+        ),
+    ),
+    Endpoint(
+        "POST",
+        "/webhooks/twilio/call-status",
+        twilio_call_status,
+        "signature",
+        "Twilio call status callback, and the end of a fallback <Dial>",
+        tags=["webhooks"],
+        form=True,
+        description=(
+            "Set it as the shared number's call status callback (and it is the `action` of "
+            "the fallback `<Dial>`): the call's status, end time and duration are recorded; "
+            "an ended call stays ended. Answers `<Hangup/>`."
         ),
     ),
 ]

@@ -5,7 +5,6 @@ unsigned or forged answers 403 and writes nothing."""
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from datetime import UTC
 from urllib.parse import parse_qsl
@@ -16,13 +15,13 @@ from twilio.twiml.messaging_response import MessagingResponse
 
 from gateway.channel_models import WhatsAppConfig
 from gateway.db import TenantDB
-from gateway.errors import BadRequest, Forbidden, NotFound
+from gateway.errors import ApiError, BadRequest, Forbidden
 from gateway.ids import iso
 from gateway.routing import Ctx, Endpoint
 from gateway.services.inbound import START_WORDS, STOP_WORDS, InboundText
 from gateway.services.message_status import StatusReport
 from gateway.store import tenants as tenant_store
-from gateway.validation import normalize_e164
+from gateway.validation import loads_json, normalize_e164
 
 log = logging.getLogger("gateway.webhooks")
 D360_SECRET_HEADER = "x-webhook-secret"
@@ -89,12 +88,22 @@ async def twilio_sms(ctx: Ctx) -> Response:
     return empty
 
 
+# stands in for an unknown slug, so the answer never tells existing slugs from unknown ones
+_NO_TENANT = WhatsAppConfig()
+
+
 async def _whatsapp_config(ctx: Ctx) -> tuple[str, WhatsAppConfig]:
+    """The tenant and its WhatsApp settings; an unknown slug, or settings that cannot be
+    read, get a configuration without secrets, which every signature check then refuses
+    exactly like a wrong signature."""
     tenant = await tenant_store.get_tenant(ctx.gw.db, ctx.param("tenant_slug"))
     if tenant is None or tenant.slug != ctx.param("tenant_slug"):
-        raise NotFound("Unknown tenant", code="tenant_not_found")
-    state = await ctx.gw.channels.load(TenantDB(ctx.gw.db, tenant.id), "whatsapp")
-    config = state.config()
+        return "", _NO_TENANT
+    try:
+        state = await ctx.gw.channels.load(TenantDB(ctx.gw.db, tenant.id), "whatsapp")
+        config = state.config()
+    except (ApiError, ValueError):
+        return "", _NO_TENANT
     assert isinstance(config, WhatsAppConfig)
     return tenant.id, config
 
@@ -129,9 +138,9 @@ async def whatsapp_event(ctx: Ctx) -> Response:
         if not _matches(token, ctx.request.headers.get(D360_SECRET_HEADER)):
             raise _forged("whatsapp", "360dialog secret header mismatch")
     try:
-        payload = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadRequest("The webhook body is not JSON", code="malformed_json") from None
+        payload = loads_json(raw)
+    except ValueError as exc:
+        raise BadRequest(f"The webhook body is not JSON: {exc}", code="malformed_json") from None
     if not isinstance(payload, dict):
         raise BadRequest("The webhook body is not a JSON object", code="malformed_json")
     statuses, inbound = parse_webhook(payload)

@@ -1,18 +1,134 @@
 """`gateway sandbox`: every provider emulator in one process, for local development (in the
-spirit of stripe-mock or LocalStack). Prints the settings that point a gateway at them."""
+spirit of stripe-mock or LocalStack).
+
+It prints one block of settings, in `.dev.vars` syntax, that points a gateway at the emulators
+and can be appended to `.dev.vars` as it is (`gateway sandbox --print-settings >> .dev.vars`).
+Everything in the block is stable from one run to the next: the credentials are the ones the
+gateway is configured with (or fixed sandbox values), the ports follow `--base-port`, and the
+SMTP server's certificate is kept under the project's `.state/sandbox/` and reused.
+
+WhatsApp webhooks need to know which tenant a number belongs to: each `--whatsapp
+PHONE_NUMBER_ID=TENANT_SLUG` sends that number's status and inbound webhooks to
+`{gateway_url}/webhooks/whatsapp/{slug}`, signed with the sandbox app secret (Meta) or carrying
+`X-Webhook-Secret: <WHATSAPP_VERIFY_TOKEN>` (360dialog, for the number of the sandbox key).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import uvicorn
 
-from gateway.sandbox.smtp_server import SmtpSandbox
+from gateway.sandbox.smtp_server import SmtpSandbox, ensure_certificate
 from gateway.sandbox.twilio_api import TwilioSandbox
 from gateway.sandbox.vapi_api import VapiSandbox
-from gateway.sandbox.whatsapp_api import WhatsAppSandbox
+from gateway.sandbox.whatsapp_api import D360Channel, MetaAccount, WhatsAppSandbox
+
+# Fixed credentials of the emulated accounts, used unless the gateway already has its own.
+ACCOUNT_SID = "AC" + hashlib.sha256(b"channel-gateway sandbox").hexdigest()[:32]
+AUTH_TOKEN = "sandbox-twilio-auth-token"
+PHONE_NUMBER = "+33939035761"
+VAPI_API_KEY = "sandbox-vapi-key"
+VAPI_WEBHOOK_SECRET = "sandbox-vapi-webhook-secret"
+VAPI_PHONE_NUMBER_ID = "pn-sandbox-shared-line"
+META_TOKEN = "sandbox-meta-token"
+META_APP_SECRET = "sandbox-app-secret"
+D360_API_KEY = "sandbox-d360-key"
+D360_PHONE_NUMBER_ID = "106540352242922"
+WHATSAPP_VERIFY_TOKEN = "sandbox-verify-token"
+SMTP_USERNAME = "sandbox"
+SMTP_PASSWORD = "sandbox-smtp-pass"
+CALLBACK_DELAY = 0.5
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """Where the emulators listen, the accounts they emulate, and where their callbacks go."""
+
+    host: str
+    base_port: int
+    gateway_url: str
+    state_dir: Path
+    account_sid: str = ACCOUNT_SID
+    auth_token: str = AUTH_TOKEN
+    phone_number: str = PHONE_NUMBER
+    vapi_api_key: str = VAPI_API_KEY
+    vapi_webhook_secret: str = VAPI_WEBHOOK_SECRET
+    whatsapp_numbers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def ports(self) -> dict[str, int]:
+        base = self.base_port
+        return {"twilio": base, "whatsapp": base + 1, "vapi": base + 2, "smtp": base + 3}
+
+    @property
+    def cert_dir(self) -> Path:
+        return self.state_dir / "sandbox" / "smtp"
+
+    def url(self, name: str) -> str:
+        return f"http://{self.host}:{self.ports[name]}"
+
+    def webhook_url(self, slug: str) -> str:
+        return f"{self.gateway_url.rstrip('/')}/webhooks/whatsapp/{slug}"
+
+
+def parse_whatsapp_numbers(items: list[str]) -> dict[str, str]:
+    """`PHONE_NUMBER_ID=TENANT_SLUG` items into a mapping; ValueError names a bad one."""
+    numbers: dict[str, str] = {}
+    for item in items:
+        number_id, sep, slug = item.partition("=")
+        if not sep or not number_id.strip() or not slug.strip():
+            raise ValueError(f"--whatsapp expects PHONE_NUMBER_ID=TENANT_SLUG, got {item!r}")
+        numbers[number_id.strip()] = slug.strip()
+    return numbers
+
+
+def settings_block(config: SandboxConfig) -> str:
+    """The `.dev.vars` lines that point a gateway at the emulators; also writes the SMTP
+    certificate they name, so a gateway started before the sandbox finds it."""
+    ca_file = ensure_certificate(config.cert_dir, config.host).resolve()
+    ports = config.ports
+    lines = [
+        "# gateway sandbox: the provider emulators (append to .dev.vars, restart the gateway)",
+        f"TWILIO_API_BASE={config.url('twilio')}",
+        f"TWILIO_ACCOUNT_SID={config.account_sid}",
+        f"TWILIO_AUTH_TOKEN={config.auth_token}",
+        f"TWILIO_PHONE_NUMBER={config.phone_number}",
+        f"VAPI_API_BASE={config.url('vapi')}",
+        f"VAPI_API_KEY={config.vapi_api_key}",
+        f"VAPI_WEBHOOK_SECRET={config.vapi_webhook_secret}",
+        f"WHATSAPP_GRAPH_BASE={config.url('whatsapp')}",
+        f"D360_API_BASE={config.url('whatsapp')}",
+        f"SMTP_CA_FILE={ca_file}",
+        # The emulated SMTP server is on loopback, on a port no relay uses.
+        "SMTP_ALLOW_PRIVATE_HOSTS=true",
+        f"# Vapi: any phone number id works; the shared line's is {VAPI_PHONE_NUMBER_ID}",
+        f"# WhatsApp (Meta): access_token {META_TOKEN}, app_secret {META_APP_SECRET}; "
+        f"360dialog: api_key {D360_API_KEY} (number {D360_PHONE_NUMBER_ID}); "
+        f"verify_token {WHATSAPP_VERIFY_TOKEN}",
+        f"# SMTP: host {config.host}, port {ports['smtp']}, security starttls, "
+        f"username {SMTP_USERNAME}, password {SMTP_PASSWORD}",
+    ]
+    for number_id, slug in sorted(config.whatsapp_numbers.items()):
+        lines.append(f"# WhatsApp webhooks of number {number_id} go to {config.webhook_url(slug)}")
+    return "\n".join(lines)
+
+
+def whatsapp_sandbox(config: SandboxConfig, callback_delay: float) -> WhatsAppSandbox:
+    """The WhatsApp emulator with each mapped number's webhooks going to its tenant's URL."""
+    sandbox = WhatsAppSandbox(META_TOKEN, D360_API_KEY, META_APP_SECRET, callback_delay)
+    for number_id, slug in config.whatsapp_numbers.items():
+        url = config.webhook_url(slug)
+        sandbox.add_account(number_id, MetaAccount(META_TOKEN, META_APP_SECRET, url))
+        if number_id == D360_PHONE_NUMBER_ID:
+            headers = {"X-Webhook-Secret": WHATSAPP_VERIFY_TOKEN}
+            sandbox.add_d360_channel(D360Channel(D360_API_KEY, number_id, url, headers))
+    return sandbox
 
 
 def _server(app: object, host: str, port: int) -> uvicorn.Server:
@@ -20,44 +136,29 @@ def _server(app: object, host: str, port: int) -> uvicorn.Server:
     return uvicorn.Server(config)
 
 
-async def serve(
-    host: str,
-    base_port: int,
-    gateway_url: str,
-    account_sid: str | None = None,
-    auth_token: str | None = None,
-) -> None:
-    account_sid = account_sid or "AC" + secrets.token_hex(16)
-    auth_token = auth_token or secrets.token_hex(16)
-    twilio = TwilioSandbox(account_sid, auth_token, callback_delay=0.5)
-    whatsapp = WhatsAppSandbox(
-        "sandbox-meta-token", "sandbox-d360-key", "sandbox-app-secret", callback_delay=0.5
+async def serve(config: SandboxConfig, callback_delay: float = CALLBACK_DELAY) -> None:
+    """Run every emulator until cancelled, after printing the settings block."""
+    twilio = TwilioSandbox(config.account_sid, config.auth_token, callback_delay=callback_delay)
+    whatsapp = whatsapp_sandbox(config, callback_delay)
+    vapi = VapiSandbox(config.vapi_api_key)
+    ports = config.ports
+    block = settings_block(config)
+    smtp = SmtpSandbox(
+        host=config.host,
+        port=ports["smtp"],
+        username=SMTP_USERNAME,
+        password=SMTP_PASSWORD,
+        cert_dir=config.cert_dir,
     )
-    vapi = VapiSandbox("sandbox-vapi-key")
-    ports = {"twilio": base_port, "whatsapp": base_port + 1, "vapi": base_port + 2}
-    smtp_port = base_port + 3
-    lines = [
-        f"TWILIO_API_BASE=http://{host}:{ports['twilio']}",
-        f"TWILIO_ACCOUNT_SID={account_sid}",
-        f"TWILIO_AUTH_TOKEN={auth_token}",
-        f"WHATSAPP_GRAPH_BASE=http://{host}:{ports['whatsapp']}",
-        f"D360_API_BASE=http://{host}:{ports['whatsapp']}",
-        f"VAPI_API_BASE=http://{host}:{ports['vapi']}",
-        "VAPI_API_KEY=sandbox-vapi-key",
-    ]
-    with SmtpSandbox(host=host, port=smtp_port, username="user", password="pass") as smtp:
-        lines.append(f"SMTP_CA_FILE={smtp.cert_path}")
-        print("Provider emulators are running. Point the gateway at them with:\n")
-        print("\n".join(lines))
+    with smtp:
+        print(block, flush=True)
         print(
-            f"\nWhatsApp: Meta token 'sandbox-meta-token', app secret 'sandbox-app-secret', "
-            f"360dialog key 'sandbox-d360-key'; webhooks go to {gateway_url}/webhooks/whatsapp/"
-            "<tenant slug> (set with POST /_sandbox/config on the WhatsApp port)."
-            f"\nSMTP: host {host}, port {smtp_port}, STARTTLS, user 'user', password 'pass'.",
+            f"\n# running: Twilio {config.url('twilio')}, WhatsApp {config.url('whatsapp')}, "
+            f"Vapi {config.url('vapi')}, SMTP {config.host}:{ports['smtp']} (Ctrl-C stops)",
             flush=True,
         )
         servers = [
-            _server(app, host, ports[name])
+            _server(app, config.host, ports[name])
             for name, app in (
                 ("twilio", twilio.app),
                 ("whatsapp", whatsapp.app),

@@ -9,7 +9,9 @@ The server runs on its own event loop in a background thread, so it serves synch
 asynchronous clients alike; all state shared with the caller is guarded by a lock.
 
 Clients trust the self-signed certificate through `cert_path` (or `client_tls_context()`), or
-skip verification with aiosmtplib's `validate_certs=False`.
+skip verification with aiosmtplib's `validate_certs=False`. By default the certificate lives in
+a temporary folder removed at stop(); with `cert_dir` it is kept there and reused by the next
+run (`ensure_certificate`), so a gateway's `SMTP_CA_FILE` stays valid across restarts.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import datetime
 import hmac
 import ipaddress
 import logging
+import os
 import shutil
 import signal
 import ssl
@@ -44,6 +47,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.sandbox.server import free_port
+
+CERT_FILE = "cert.pem"
+KEY_FILE = "key.pem"
+# A kept certificate is renewed when it has less than this left, or does not cover the host.
+_RENEW_BEFORE = datetime.timedelta(days=7)
+_KEPT_VALIDITY = datetime.timedelta(days=365)
 
 TlsMode = Literal["starttls", "tls", "none"]
 Stage = Literal["mail", "rcpt", "data"]
@@ -85,6 +94,7 @@ class SmtpSandbox:
         password: str | None = "pass",
         tls_mode: TlsMode = "starttls",
         on_message: Callable[[ReceivedMessage], None] | None = None,
+        cert_dir: Path | None = None,
     ) -> None:
         if tls_mode not in ("starttls", "tls", "none"):
             raise ValueError(f"unknown tls_mode {tls_mode!r}")
@@ -104,6 +114,7 @@ class SmtpSandbox:
         self._rcpt_failure: weakref.WeakKeyDictionary[Envelope, str | None] = (
             weakref.WeakKeyDictionary()
         )
+        self._cert_dir = cert_dir
         self._tempdir: Path | None = None
         self._controller: Controller | None = None
 
@@ -113,10 +124,13 @@ class SmtpSandbox:
 
     @property
     def cert_path(self) -> Path:
-        """PEM certificate to trust; exists from start() to stop() when TLS is on."""
+        """PEM certificate to trust; exists from start() to stop() when TLS is on (and after
+        stop() too when it lives in `cert_dir`)."""
+        if self._cert_dir is not None and self.tls_mode != "none":
+            return self._cert_dir / CERT_FILE
         if self._tempdir is None:
             raise RuntimeError("no certificate: the sandbox is not running with TLS")
-        return self._tempdir / "cert.pem"
+        return self._tempdir / CERT_FILE
 
     def client_tls_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.cert_path))
@@ -139,7 +153,10 @@ class SmtpSandbox:
 
     def _controller_for(self, handler: _Handler) -> Controller:
         server_context = None
-        if self.tls_mode != "none":
+        if self.tls_mode != "none" and self._cert_dir is not None:
+            ensure_certificate(self._cert_dir, self.host)
+            server_context = _server_context(self._cert_dir)
+        elif self.tls_mode != "none":
             self._tempdir = Path(tempfile.mkdtemp(prefix="smtp-sandbox-"))
             server_context = _write_self_signed(self._tempdir, self.host)
         return Controller(
@@ -363,7 +380,45 @@ def _reply(code: int, message: str) -> str:
     return f"{code} {message}"
 
 
-def _write_self_signed(directory: Path, host: str) -> ssl.SSLContext:
+def ensure_certificate(directory: Path, host: str = "127.0.0.1") -> Path:
+    """The kept certificate of `directory` (created with it when missing): reused while it
+    covers `host` and is valid for a while yet, written anew otherwise. Returns its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_file = directory / CERT_FILE
+    if not _still_good(directory, host):
+        _write_self_signed(directory, host, _KEPT_VALIDITY)
+    return cert_file
+
+
+def _still_good(directory: Path, host: str) -> bool:
+    try:
+        cert = x509.load_pem_x509_certificate((directory / CERT_FILE).read_bytes())
+        _server_context(directory)  # the key is there and matches the certificate
+    except (OSError, ValueError, ssl.SSLError):
+        return False
+    now = datetime.datetime.now(datetime.UTC)
+    if cert.not_valid_after_utc - now < _RENEW_BEFORE:
+        return False
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return _alt_name(host) in list(names)
+
+
+def _server_context(directory: Path) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(directory / CERT_FILE, directory / KEY_FILE)
+    return context
+
+
+def _alt_name(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
+def _write_self_signed(
+    directory: Path, host: str, validity: datetime.timedelta = datetime.timedelta(days=7)
+) -> ssl.SSLContext:
     """Write cert.pem and key.pem for localhost, 127.0.0.1 and `host`; return a server context.
 
     The certificate is its own CA with critical basicConstraints and keyUsage, which the
@@ -374,11 +429,8 @@ def _write_self_signed(directory: Path, host: str) -> ssl.SSLContext:
     alt_names: list[x509.GeneralName] = [
         x509.DNSName("localhost"),
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        _alt_name(host),
     ]
-    try:
-        alt_names.append(x509.IPAddress(ipaddress.ip_address(host)))
-    except ValueError:
-        alt_names.append(x509.DNSName(host))
     alt_names = list(dict.fromkeys(alt_names))
     now = datetime.datetime.now(datetime.UTC)
     public_key = key.public_key()
@@ -389,7 +441,7 @@ def _write_self_signed(directory: Path, host: str) -> ssl.SSLContext:
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=7))
+        .not_valid_after(now + validity)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -413,19 +465,17 @@ def _write_self_signed(directory: Path, host: str) -> ssl.SSLContext:
         )
         .sign(key, hashes.SHA256())
     )
-    cert_file = directory / "cert.pem"
-    key_file = directory / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
     )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert_file, key_file)
-    return context
+    # The key first, readable by its owner only; then the certificate that names it.
+    fd = os.open(directory / KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key_pem)
+    (directory / CERT_FILE).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return _server_context(directory)
 
 
 def run(

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import httpx
 import uvicorn
@@ -58,6 +58,7 @@ _SETTINGS: dict[str, type] = {
     "reorder": bool,
     "duplicate": bool,
     "hang_seconds": float,
+    "hang_every": int,
     "retry_after": int,
 }
 
@@ -97,6 +98,8 @@ class TwilioSandbox(TwilioMessages):
             callback_transport=callback_transport,
         )
         self.hang_seconds = hang_seconds
+        # every Nth message created gets its answer held like a `hang` fault (0: never)
+        self.hang_every = 0
         self.retry_after = retry_after
         self.create_requests = 0
         self._faults = FaultQueue(FAULT_KINDS)
@@ -128,6 +131,7 @@ class TwilioSandbox(TwilioMessages):
         self.create_requests = 0
         self.reorder = False
         self.duplicate = False
+        self.hang_every = 0
         self.forget_messages()
 
     # -- Twilio API ---------------------------------------------------------------------------
@@ -161,7 +165,7 @@ class TwilioSandbox(TwilioMessages):
             status_callback=form.get("StatusCallback") or None,
             final_error=_UNDELIVERED_CODE if undelivered else None,
         )
-        if fault == "hang":
+        if fault == "hang" or (self.hang_every and self.create_requests % self.hang_every == 0):
             await self._hang(request)
         return JSONResponse(resource, status_code=201, media_type=JSON_TYPE)
 
@@ -175,16 +179,20 @@ class TwilioSandbox(TwilioMessages):
         return JSONResponse(found, media_type=JSON_TYPE)
 
     async def _list(self, request: Request) -> Response:
-        """Message list with Twilio's To/From/DateSent> filters and page envelope. Messages
-        not yet sent (no date_sent) are matched on their creation date, so a gateway looking
-        for a send whose answer it lost finds it."""
+        """Message list with Twilio's To/From/DateSent> filters, newest first, in pages
+        (`PageSize` up to 1000, `Page`, `PageToken`) linked by `next_page_uri` as Twilio's
+        are. Messages not yet sent (no date_sent) are matched on their creation date."""
         denied = self._check_access(request)
         if denied is not None:
             return denied
         query = request.query_params
         after = query.get("DateSent>") or query.get("DateSent>=")
         since = datetime.fromisoformat(after[:10]).date() if after else None
-        size = min(int(query.get("PageSize", "50") or 50), 1000)
+        try:
+            size = min(max(int(query.get("PageSize", "50") or 50), 1), 1000)
+            number = max(int(query.get("Page", "0") or 0), 0)
+        except ValueError:
+            return error_response(400, 20001)
         found = []
         for message in reversed(self.messages):  # newest first, as Twilio lists them
             if query.get("To") and message["to"] != query["To"]:
@@ -195,19 +203,27 @@ class TwilioSandbox(TwilioMessages):
             if since and parsedate_to_datetime(stamp).date() < since:
                 continue
             found.append(message)
-        page = found[:size]
-        uri = request.url.path + ("?" + request.url.query if request.url.query else "")
+        first = number * size
+        page = found[first : first + size]
+        base = request.url.path
+        kept = [(k, v) for k, v in query.multi_items() if k not in ("Page", "PageToken")]
+
+        def page_uri(n: int, token: str | None = None) -> str:
+            items = [*kept, ("Page", str(n))] + ([("PageToken", token)] if token else [])
+            return base + "?" + urlencode(items)
+
+        more = first + size < len(found)
         return JSONResponse(
             {
                 "messages": page,
-                "start": 0,
-                "end": max(len(page) - 1, 0),
-                "page": 0,
+                "start": first,
+                "end": first + max(len(page) - 1, 0),
+                "page": number,
                 "page_size": size,
-                "uri": uri,
-                "first_page_uri": uri,
-                "next_page_uri": None,
-                "previous_page_uri": None,
+                "uri": page_uri(number),
+                "first_page_uri": page_uri(0),
+                "next_page_uri": page_uri(number + 1, "PA" + page[-1]["sid"]) if more else None,
+                "previous_page_uri": page_uri(number - 1) if number > 0 else None,
             },
             media_type=JSON_TYPE,
         )

@@ -18,6 +18,7 @@ JSON_TYPE = "application/json; charset=utf-8"
 
 # Twilio's message for each error code the sandbox can answer; `{to}` and `{path}` are filled in.
 ERROR_MESSAGES: dict[int, str] = {
+    20001: "Invalid paging parameter",
     20003: "Authenticate",
     20404: "The requested resource {path} was not found",
     20429: "Too Many Requests",

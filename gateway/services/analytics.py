@@ -17,7 +17,6 @@ Definitions, for outbound messages created in [start, end):
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import sqlite3
 from collections.abc import Mapping
@@ -31,7 +30,7 @@ from gateway.db import Database, TenantDB
 from gateway.errors import ValidationFailed
 from gateway.ids import iso
 from gateway.store import analytics as store
-from gateway.validation import normalize_e164, normalize_email
+from gateway.validation import loads_json, normalize_e164, normalize_email
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
@@ -291,22 +290,20 @@ async def call_metrics(tdb: TenantDB, period: Period) -> dict[str, Any]:
 # -- one contact's timeline -------------------------------------------------------------------
 
 
-def contact_forms(contact: str) -> tuple[list[str], bool]:
+def contact_forms(contact: str, region: str | None = None) -> tuple[list[str], bool]:
     """The stored forms a contact may have, and whether it is a phone number. An email
     address is looked up lowercased and as normalised (domain lowercased, local part kept),
-    since senders store it the second way."""
+    since senders store it the second way. A national number is read in `region`."""
     raw = contact.strip()
     try:
-        if raw.startswith("+"):
-            return [normalize_e164(raw)], True
         if "@" in raw:
             normalised = normalize_email(raw)
             return list(dict.fromkeys((normalised.lower(), normalised))), False
+        return [normalize_e164(raw, region)], True
     except ValueError as exc:
-        raise ValidationFailed.one("contact", str(exc)) from None
-    raise ValidationFailed.one(
-        "contact", "must be a phone number in E.164 form (starting with +) or an email address"
-    )
+        raise ValidationFailed.one(
+            "contact", f"must be a phone number or an email address: {exc}"
+        ) from None
 
 
 def encode_cursor(when: str, item_id: str) -> str:
@@ -315,8 +312,8 @@ def encode_cursor(when: str, item_id: str) -> str:
 
 def decode_cursor(cursor: str) -> tuple[str, str]:
     try:
-        value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError):
+        value = loads_json(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except ValueError:  # binascii.Error too
         value = None
     if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)):
         raise ValidationFailed.one("cursor", "is not a cursor this endpoint returned")
@@ -330,8 +327,10 @@ def _content(row: sqlite3.Row) -> str | None:
     return "\n".join(parts)[:CONTENT_CHARS] if parts else None
 
 
-async def timeline(tdb: TenantDB, contact: str, limit: int, cursor: str | None) -> dict[str, Any]:
-    forms, is_phone = contact_forms(contact)
+async def timeline(
+    tdb: TenantDB, contact: str, limit: int, cursor: str | None, region: str | None = None
+) -> dict[str, Any]:
+    forms, is_phone = contact_forms(contact, region)
     before = decode_cursor(cursor) if cursor else None
     rows = await store.timeline(tdb, forms, limit + 1, before, calls=is_phone)
     more = len(rows) > limit

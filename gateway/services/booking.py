@@ -49,7 +49,8 @@ from gateway.validation import normalize_e164, normalize_email
 
 log = logging.getLogger("gateway.booking")
 
-OnBooked = Callable[[str, dict[str, Any]], Awaitable[None]]
+# (tenant id, appointment, rescheduled): confirm a booking, or its new time once moved
+OnBooked = Callable[[str, dict[str, Any], bool], Awaitable[None]]
 TenantRef = Tenant | TenantPrincipal | TenantDB | str
 Source = Literal["voice", "api"]
 ClosingStatus = Literal["cancelled", "completed", "no_show"]
@@ -349,11 +350,13 @@ class BookingService:
             await self._notify(owner.id, appointment)
         return BookingResult(status, local, appointment)
 
-    async def _notify(self, tenant_id: str, appointment: dict[str, Any]) -> None:
+    async def _notify(
+        self, tenant_id: str, appointment: dict[str, Any], rescheduled: bool = False
+    ) -> None:
         if self.on_booked is None:
             return
         try:
-            await self.on_booked(tenant_id, appointment)
+            await self.on_booked(tenant_id, appointment, rescheduled)
         except Exception:
             # the appointment is committed: a failed confirmation must not make it look failed
             log.exception("on_booked failed for appointment %s", appointment["id"])
@@ -498,6 +501,6 @@ class BookingService:
             return BookingResult("slot_taken", at.astimezone(rules.tz), None, tuple(alternatives))
         appointment = store.public_appointment(stored, rules.tz)
         if result == "rescheduled":
-            await self._notify(owner.id, appointment)
+            await self._notify(owner.id, appointment, rescheduled=True)
         requested = parse_iso(stored["starts_at"]).astimezone(rules.tz)
         return BookingResult(result, requested, appointment)

@@ -12,15 +12,17 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, SecretStr, ValidationError
 
-from gateway.channel_models import SPECS, ChannelSpec, missing_fields
+from gateway.channel_models import SPECS, ChannelSpec, EmailConfig, missing_fields
 from gateway.config import Settings
 from gateway.crypto import DecryptionError, Keyring, aad_for
 from gateway.db import ScopedConnection, TenantDB
 from gateway.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
+from gateway.net_guard import HostGuard, HostRefused
+from gateway.services.numbers import operator_numbers
 from gateway.store import channels as store
-from gateway.validation import validate_model
+from gateway.validation import field_errors, validate_model
 
 _GATEWAY_NAMES = ("VAPI_API_KEY", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_PHONE_NUMBER")
 
@@ -48,6 +50,14 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+def blank_as_null(patch: Any) -> Any:
+    """In a merge patch a blank field (`""`, as a settings form posts an emptied input)
+    clears the field, like null."""
+    if isinstance(patch, dict):
+        return {k: None if v == "" else blank_as_null(v) for k, v in patch.items()}
+    return patch
+
+
 def mask(secret: str) -> dict[str, Any]:
     return {"set": True, "last4": secret[-4:] if len(secret) >= 12 else None}
 
@@ -68,10 +78,22 @@ class ChannelState:
         return {k: v for k, v in self.row.settings.items() if k in self.spec.operator_fields}
 
     def config(self) -> BaseModel:
-        """The tenant settings with their secrets, as the adapters use them."""
-        model: BaseModel = self.spec.tenant_model.model_validate(
-            {**self.tenant_settings, **self.secrets}
-        )
+        """The tenant settings with their secrets, as the adapters use them. Settings stored
+        by an older version that today's rules refuse are a 409 naming the fields (the
+        tenant saves them again), never a 500."""
+        try:
+            model: BaseModel = self.spec.tenant_model.model_validate(
+                {**self.tenant_settings, **self.secrets}
+            )
+        except ValidationError as exc:
+            fields = field_errors(exc)
+            raise Conflict(
+                f"The stored {self.spec.channel} settings are no longer valid: "
+                + ", ".join(f["field"] for f in fields)
+                + "; save them again",
+                code="channel_settings_invalid",
+                details={"fields": fields},
+            ) from None
         return model
 
 
@@ -79,6 +101,7 @@ class ChannelConfigService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.keyring: Keyring = settings.keyring
+        self.smtp_hosts = HostGuard.from_settings(settings)
 
     def _gateway_values(self) -> dict[str, str | None]:
         return {name: self.settings.get(name) for name in _GATEWAY_NAMES}
@@ -88,17 +111,27 @@ class ChannelConfigService:
             state.spec.channel, state.row.settings, state.secrets, self._gateway_values()
         )
 
-    async def load(self, tdb: TenantDB, channel: str) -> ChannelState:
+    async def load(
+        self, tdb: TenantDB, channel: str, *, unreadable_ok: bool = False
+    ) -> ChannelState:
+        """The channel's settings and secrets; secrets that cannot be decrypted are a 503,
+        or, with `unreadable_ok` (a write that replaces them all), treated as absent."""
         spec = spec_for(channel)
         row = await store.get_channel(tdb, channel)
-        return ChannelState(spec, row, self._decrypt(row))
+        try:
+            return ChannelState(spec, row, self._decrypt(row))
+        except ServiceUnavailable:
+            if not unreadable_ok:
+                raise
+            return ChannelState(spec, row, {})
 
     def _decrypt(self, row: store.ChannelRow) -> dict[str, str]:
         if not row.config_encrypted:
             return {}
         try:
             plain = self.keyring.decrypt(
-                row.config_encrypted, aad_for(row.tenant_id, row.channel_type)
+                row.config_encrypted,
+                aad_for(row.tenant_id, row.channel_type, row.secrets_version),
             )
         except DecryptionError:
             raise ServiceUnavailable(
@@ -154,14 +187,22 @@ class ChannelConfigService:
 
     async def list(self, tdb: TenantDB) -> list[dict[str, Any]]:
         rows = await store.list_channels(tdb)
-        return [
-            self.summary(ChannelState(spec_for(r.channel_type), r, self._decrypt(r))) for r in rows
-        ]
+        return [self._summary_of(r) for r in rows]
+
+    def _summary_of(self, row: store.ChannelRow) -> dict[str, Any]:
+        """One channel of the list; unreadable credentials spoil that channel only."""
+        try:
+            secrets = self._decrypt(row)
+        except ServiceUnavailable as exc:
+            summary = self.summary(ChannelState(spec_for(row.channel_type), row, {}))
+            return {**summary, "configured": False, "error": exc.code, "last_error": exc.message}
+        return self.summary(ChannelState(spec_for(row.channel_type), row, secrets))
 
     # -- writes ---------------------------------------------------------------------------
 
     async def replace(self, tdb: TenantDB, channel: str, data: Any) -> dict[str, Any]:
-        state = await self.load(tdb, channel)
+        # replacing every secret: ones that can no longer be read are simply overwritten
+        state = await self.load(tdb, channel, unreadable_ok=True)
         return await self._save_tenant(tdb, state, data)
 
     async def update(self, tdb: TenantDB, channel: str, patch: Any) -> dict[str, Any]:
@@ -172,7 +213,7 @@ class ChannelConfigService:
         # merge onto the settings as shown (defaults filled in), so a patch of one weekday
         # keeps the other days' default hours
         current = {**self._with_defaults(state), **state.secrets}
-        return await self._save_tenant(tdb, state, merge_patch(current, patch))
+        return await self._save_tenant(tdb, state, merge_patch(current, blank_as_null(patch)))
 
     async def operator_update(self, tdb: TenantDB, channel: str, patch: Any) -> dict[str, Any]:
         state = await self.load(tdb, channel)
@@ -224,6 +265,11 @@ class ChannelConfigService:
             raise ValidationFailed.one("body", "must be a JSON object")
         self._reject_operator_fields(spec, data)
         model: BaseModel = validate_model(spec.tenant_model, data)
+        if isinstance(model, EmailConfig) and model.host:
+            try:
+                await self.smtp_hosts.check_saved(model.host, model.effective_port)
+            except HostRefused as exc:
+                raise ValidationFailed.one(exc.field, exc.reason) from None
         secrets: dict[str, str] = {}
         for name in spec.secret_fields:
             value = getattr(model, name)
@@ -253,24 +299,41 @@ class ChannelConfigService:
                 )
         envelope: str | None = None
         key_id: str | None = None
+        version = (state.row.secrets_version, state.row.secrets_version + 1)
         if secrets:
             envelope = self.keyring.encrypt(
-                json.dumps(secrets, sort_keys=True).encode(), aad_for(tdb.tenant_id, channel)
+                json.dumps(secrets, sort_keys=True).encode(),
+                aad_for(tdb.tenant_id, channel, version[1]),
             )
             key_id = self.keyring.primary_id
 
+        reserved = operator_numbers(self.settings)
+
         def write(conn: ScopedConnection) -> None:
-            store.save_channel(conn, channel, settings, envelope, key_id)
+            store.save_channel(conn, channel, settings, envelope, key_id, version)
             if channel == "phone":
-                store.replace_numbers(conn, "forwarding", settings.get("forwarding_numbers", []))
-                store.replace_numbers(conn, "dedicated", settings.get("dedicated_numbers", []))
+                for kind in ("forwarding", "dedicated"):
+                    numbers = settings.get(f"{kind}_numbers", [])
+                    store.replace_numbers(conn, kind, numbers, reserved)
+            elif channel == "sms" and str(settings.get("sender") or "").startswith("+"):
+                store.check_sender(conn, settings["sender"])
 
         try:
             await tdb.write_fn(write)
-        except store.NumberTaken as exc:
+        except store.ConfigChanged:
             raise Conflict(
-                f"The number {exc.number} is already registered to a tenant",
+                f"The {channel} channel was changed by another request meanwhile; read it "
+                "again and retry",
+                code="config_changed",
+            ) from None
+        except store.NumberTaken as exc:
+            whose = {
+                "operator_number": "is one of the operator's numbers (the shared line)",
+                "operator_sender": "is an SMS sender number of the operator",
+            }.get(exc.reason, "is already registered to a tenant")
+            raise Conflict(
+                f"The number {exc.number} {whose}",
                 code="number_taken",
-                details={"number": exc.number},
+                details={"number": exc.number, "reason": exc.reason},
             ) from None
         return self.view(await self.load(tdb, channel))

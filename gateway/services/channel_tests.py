@@ -1,6 +1,10 @@
 """`POST /api/channels/test`: send a real test message through the channel's adapter and
 report the provider's answer. The test message is logged (and billed) like any other, with
-`metadata.channel_test = true`. The phone channel is validated only."""
+`metadata.channel_test = true`. The phone channel is validated only.
+
+A live test takes a token from the tenant's send limit (the one the send endpoints use) and
+one from its own per-tenant, per-channel limit, both or neither, before anything is written
+or sent: a 429 means nothing happened."""
 
 from __future__ import annotations
 
@@ -12,22 +16,45 @@ from gateway.channels.base import OutboundMessage, ProviderError
 from gateway.channels.registry import Adapters
 from gateway.errors import Conflict, ValidationFailed
 from gateway.ids import new_id, now_iso
+from gateway.regions import tenant_region
 from gateway.services import pricing, segments
 from gateway.services.channel_config import ChannelConfigService
+from gateway.services.ratelimit import TokenBuckets, take_all
 from gateway.store import messages as store
 from gateway.validation import normalize_e164, normalize_email
 
 TEST_TEXT = "Channel Gateway test message: this channel works."
+# what the provider said about the send: true whatever status a callback has set meanwhile
+_PROVIDER_FIELDS = ("provider", "provider_message_id", "provider_status")
 
 
 class ChannelTests:
-    def __init__(self, channels: ChannelConfigService, adapters: Adapters) -> None:
+    def __init__(
+        self,
+        channels: ChannelConfigService,
+        adapters: Adapters,
+        send_limiter: TokenBuckets | None = None,
+        test_limiter: TokenBuckets | None = None,
+    ) -> None:
         self.channels = channels
         self.adapters = adapters
+        self.send_limiter = send_limiter
+        self.test_limiter = test_limiter
+
+    def _meter(self, tenant_id: str, channel: str) -> None:
+        claims: list[tuple[TokenBuckets, str]] = []
+        if self.test_limiter is not None:
+            claims.append((self.test_limiter, f"{tenant_id}:{channel}"))
+        if self.send_limiter is not None:
+            claims.append((self.send_limiter, tenant_id))
+        take_all(claims)
 
     async def run(self, principal: TenantPrincipal, channel: str, to: str) -> dict[str, Any]:
         try:
-            to = normalize_email(to) if channel == "email" else normalize_e164(to)
+            if channel == "email":
+                to = normalize_email(to)
+            else:
+                to = normalize_e164(to, tenant_region(principal.tenant))
         except ValueError as exc:
             raise ValidationFailed.one("to", str(exc)) from None
         state = await self.channels.load(principal.db, channel)
@@ -65,6 +92,7 @@ class ChannelTests:
                 "outcome": "configuration",
                 "detail": f"the gateway has no {channel} provider configured",
             }
+        self._meter(principal.tenant.id, channel)
         message_id = new_id("msg")
         public = self.channels.settings.public_base_url
         message = OutboundMessage(
@@ -152,6 +180,8 @@ class ChannelTests:
             "subject": message.subject if channel == "email" else None,
             "message_type": "notification",
             "status": "sending",
+            "attempts": 1,
+            "attempted_at": now,
             "provider": provider,
             "character_count": len(TEST_TEXT),
             "metadata": {"channel_test": True},
@@ -182,23 +212,19 @@ class ChannelTests:
     ) -> None:
         def write(conn: Any) -> None:
             raw: sqlite3.Connection = conn.raw
-            # a status callback may already have moved it on
-            if fields["status"] == "sent":
-                raw.execute(
-                    "UPDATE channel_messages_log SET status = 'sent' "
-                    "WHERE id = ? AND status = 'sending'",
-                    (message_id,),
-                )
-                fields.pop("status")
-            store.update_message(raw, message_id, {**fields, "updated_at": now_iso()})
-            store.insert_event(
+            # a status callback may already have moved it on: a conditional transition
+            status = fields.pop("status")
+            details = {k: fields.pop(k) for k in _PROVIDER_FIELDS if k in fields}
+            moved = store.move(
                 raw,
                 message_id,
-                principal.tenant.id,
-                "channel_test",
-                fields.get("status", "sent"),
-                True,
-                {},
+                status,
+                {**fields, "updated_at": now_iso()},
+                only_from=store.UNFINISHED,
+            )
+            store.update_message(raw, message_id, details)
+            store.insert_event(
+                raw, message_id, principal.tenant.id, "channel_test", status, moved, {}
             )
 
         await principal.db.write_fn(write)

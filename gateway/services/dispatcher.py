@@ -3,20 +3,24 @@ with exponential backoff and jitter, and reconciliation instead of blind resends
 
 Life of an outbound message row:
 
-    queued ──claim──▶ sending ──provider accepted──▶ sent ──callbacks──▶ delivered / …
-       ▲                 │ transient error (attempts left): back to queued, later
+    queued ──claim──▶ sending ──provider accepted──▶ sent ──callbacks / polls──▶ delivered / …
+       ▲                 │ transient error before the request left: back to queued, later
        └─────────────────┤ permanent / configuration error, or attempts exhausted: failed
-                         └ no answer (the request left): stays sending, flagged for
+                         └ no answer (the request may have left): stays sending, flagged for
                            reconciliation — looked up at the provider, never resent blindly
 
-Rows are claimed inside one write transaction, so a row is never handed out twice; at start,
-rows still marked `sending` from a previous process are flagged for reconciliation.
+Every status write here is a conditional transition (`store.move`, the rule in
+gateway/message_states.py) limited to the sends the dispatcher owns (queued, sending): a
+status a provider reported meanwhile is never overwritten. Rows are claimed inside one write
+transaction, so a row is never handed out twice; at start, rows still marked `sending` from a
+previous process are flagged for reconciliation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import sqlite3
@@ -24,22 +28,30 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any
 
-from gateway.channels.base import Adapter, OutboundMessage, ProviderError, SendResult
+from gateway.channels.base import (
+    Adapter,
+    Lookup,
+    OutboundMessage,
+    ProviderError,
+    ProviderMessage,
+    SendResult,
+)
 from gateway.config import Settings
 from gateway.db import Database, TenantDB
+from gateway.errors import ApiError
 from gateway.ids import iso, now_iso, parse_iso
 from gateway.metrics import Metrics
 from gateway.services import pricing
 from gateway.services.channel_config import ChannelConfigService, ChannelState
+from gateway.services.followup import Followups
+from gateway.services.reconcile import Twin, decide
 from gateway.store import messages as store
 
 log = logging.getLogger("gateway.dispatcher")
 
-
-class Reconciler(Protocol):
-    async def find_sent(self, to: str, body: str, sent_after: Any) -> list[dict[str, Any]]: ...
+_UNFINISHED = store.UNFINISHED
 
 
 @dataclass
@@ -51,8 +63,12 @@ class DispatchSettings:
     backoff_max: float = 300.0
     per_sender_rate: float = 50.0  # messages per second per sender
     reconcile_delay: float = 30.0
+    reconcile_skew: float = 60.0
+    provider_timeout: float = 10.0
     price_delay: float = 5.0
     price_checks: int = 5
+    status_poll: float = 900.0
+    poll_checks: int = 8
     poll_interval: float = 0.5
 
     @classmethod
@@ -68,7 +84,10 @@ class DispatchSettings:
             backoff_max=number("DISPATCH_BACKOFF_MAX_SECONDS", 300.0),
             per_sender_rate=number("DISPATCH_PER_SENDER_RATE", 50.0),
             reconcile_delay=number("DISPATCH_RECONCILE_SECONDS", 30.0),
+            reconcile_skew=number("DISPATCH_RECONCILE_SKEW_SECONDS", 60.0),
+            provider_timeout=number("PROVIDER_TIMEOUT_SECONDS", 10.0),
             price_delay=number("PRICE_FETCH_DELAY_SECONDS", 5.0),
+            status_poll=number("STATUS_POLL_SECONDS", 900.0),
             poll_interval=number("DISPATCH_POLL_SECONDS", 0.5),
         )
 
@@ -95,8 +114,20 @@ def backoff(attempt: int, base: float, cap: float) -> float:
     return random.uniform(0, min(cap, base * (2 ** max(0, attempt - 1))))
 
 
-def _later(seconds: float) -> str:
+def later(seconds: float) -> str:
     return iso(parse_iso(now_iso()) + timedelta(seconds=seconds))
+
+
+def _unknown_outcome(why: str) -> ProviderError:
+    return ProviderError(
+        "unknown",
+        f"the provider's answer was lost and {why}; not resent to avoid a duplicate",
+        code="unknown_outcome",
+    )
+
+
+class _SendLeft(Exception):
+    """Something failed after the request may have reached the provider."""
 
 
 class Dispatcher:
@@ -116,6 +147,7 @@ class Dispatcher:
         self.metrics = metrics
         self.options = options or DispatchSettings.from_settings(settings)
         self.pacer = Pacer(self.options.per_sender_rate)
+        self.followups = Followups(db, settings, adapters, self.options)
         self._slots = asyncio.Semaphore(self.options.concurrency)
         self._wake = asyncio.Event()
         self._stopping = False
@@ -135,7 +167,7 @@ class Dispatcher:
             )
         self._loops = [
             asyncio.create_task(self._dispatch_loop(), name="dispatch"),
-            asyncio.create_task(self._price_loop(), name="prices"),
+            asyncio.create_task(self.followups.run(lambda: self._stopping), name="followups"),
         ]
 
     async def stop(self, drain_timeout: float = 30.0) -> None:
@@ -170,7 +202,7 @@ class Dispatcher:
             await asyncio.wait_for(self._wake.wait(), seconds)
         self._wake.clear()
 
-    # -- sending ----------------------------------------------------------------------------
+    # -- claiming ---------------------------------------------------------------------------
 
     async def _dispatch_loop(self) -> None:
         while not self._stopping:
@@ -218,9 +250,18 @@ class Dispatcher:
                 await self._reconcile(row)
             else:
                 await self._send(row)
+        except _SendLeft:
+            log.exception("recording a send failed", extra={"message_id": row["id"]})
+            # the provider may have the message: look it up, never send it again blindly
+            with contextlib.suppress(Exception):
+                await self._mark_unknown(row, ProviderError("unknown", "internal error"))
         except Exception:
             log.exception("send failed unexpectedly", extra={"message_id": row["id"]})
-            await self._retry_or_fail(row, ProviderError("transient", "internal error"))
+            with contextlib.suppress(Exception):
+                if row["needs_reconciliation"]:
+                    await self._mark_unknown(row, ProviderError("unknown", "internal error"))
+                else:
+                    await self._retry_or_fail(row, ProviderError("transient", "internal error"))
 
     async def _config(self, tenant_id: str, channel: str) -> ChannelState:
         key = (tenant_id, channel)
@@ -235,6 +276,8 @@ class Dispatcher:
         if row["channel"] != "sms":
             return None
         return f"{self.settings.public_base_url}/webhooks/twilio/status?mid={row['id']}"
+
+    # -- sending ----------------------------------------------------------------------------
 
     async def _send(self, row: sqlite3.Row) -> None:
         channel = row["channel"]
@@ -256,14 +299,17 @@ class Dispatcher:
                 ),
             )
             return
-        import json
-
+        try:
+            config = state.config()
+        except ApiError as exc:  # settings an older version stored, refused by today's rules
+            await self._fail(row, ProviderError("configuration", exc.message, code=exc.code))
+            return
         message = OutboundMessage(
             id=row["id"],
             tenant_id=row["tenant_id"],
             to=row["to_address"],
             body=row["body"],
-            config=state.config(),
+            config=config,
             sender=row["from_address"],
             subject=row["subject"],
             html_body=row["html_body"],
@@ -278,48 +324,79 @@ class Dispatcher:
             self._observe(channel, adapter.provider, exc.kind, started)
             await self._handle_error(row, exc)
             return
+        except Exception as exc:
+            # an adapter bug after the request may have left: the outcome is unknown
+            self._observe(channel, adapter.provider, "unknown", started)
+            log.exception("adapter failed", extra={"message_id": row["id"]})
+            await self._mark_unknown(row, ProviderError("unknown", f"adapter error: {exc!r}"))
+            return
         self._observe(channel, adapter.provider, "ok", started)
-        await self._record_sent(row, result)
+        try:
+            await self._record_sent(row, result, source="dispatcher")
+        except Exception as exc:
+            raise _SendLeft from exc
 
     def _observe(self, channel: str, provider: str, outcome: str, started: float) -> None:
         self.metrics.provider_latency.labels(channel, provider, outcome).observe(
             time.perf_counter() - started
         )
 
-    async def _record_sent(self, row: sqlite3.Row, result: SendResult) -> None:
+    async def _record_sent(
+        self, row: sqlite3.Row, result: SendResult, *, source: str, reconciled: bool = False
+    ) -> bool:
+        """Record that the provider took the message under `result.provider_message_id`.
+
+        The provider's own answer (or the record a reconciliation matched) is what gives the
+        message its id; a status callback may already have moved it past `sent`, which the
+        conditional move respects. Returns False when another message holds that id (only
+        possible for a reconciliation's guess; the caller looks again)."""
         now = now_iso()
+        sid = result.provider_message_id
         fields: dict[str, Any] = {
             "provider": result.provider,
-            "provider_message_id": result.provider_message_id,
             "error_code": None,
             "failure_reason": None,
             "needs_reconciliation": 0,
+            "next_attempt_at": None,
+            "provider_status": result.provider_status,
+            "sent_at": now,
             "updated_at": now,
         }
         if result.num_segments and row["channel"] == "sms" and row["price_per_unit"] is not None:
             fields["num_segments"] = result.num_segments
             fields["billed_cost"] = pricing.billed_cost(row["price_per_unit"], result.num_segments)
+        if self.followups.can_poll(row) and self.options.status_poll > 0:
+            fields["poll_due_at"] = later(self.options.status_poll)
 
-        def write(conn: sqlite3.Connection) -> None:
-            store.update_message(conn, row["id"], fields)
-            # a status callback may have overtaken us: only move forward
-            conn.execute(
-                "UPDATE channel_messages_log SET status = 'sent', provider_status = ?, "
-                "sent_at = COALESCE(sent_at, ?) WHERE id = ? AND status IN ('queued', 'sending')",
-                (result.provider_status, now, row["id"]),
-            )
-            store.insert_event(
-                conn,
-                row["id"],
-                row["tenant_id"],
-                "dispatcher",
-                "sent",
-                True,
-                {"provider_message_id": result.provider_message_id, "attempt": row["attempts"] + 1},
-            )
+        def write(conn: sqlite3.Connection) -> bool:
+            holder = store.holder_of(conn, result.provider, sid)
+            if holder is not None and holder != row["id"]:
+                if reconciled:
+                    return False  # a twin took it meanwhile
+                # the provider just answered us with this id: a reconciliation that gave it
+                # to a twin guessed wrong; the twin is looked up again
+                store.exchange_provider_id(conn, sid, holder=holder, owner=row["id"], now=now)
+            current = conn.execute(
+                "SELECT provider_message_id, sent_at FROM channel_messages_log WHERE id = ?",
+                (row["id"],),
+            ).fetchone()
+            if current["provider_message_id"] is None:
+                store.update_message(conn, row["id"], {"provider_message_id": sid})
+            if current["sent_at"] is not None:
+                fields.pop("sent_at")
+            moved = store.move(conn, row["id"], "sent", fields, only_from=_UNFINISHED)
+            if not moved:  # a callback got there first: keep what it said
+                store.update_message(conn, row["id"], {"needs_reconciliation": 0})
+            payload: dict[str, Any] = {"provider_message_id": sid, "attempt": row["attempts"]}
+            if reconciled:
+                payload["reconciled"] = "found at the provider"
+            store.insert_event(conn, row["id"], row["tenant_id"], source, "sent", moved, payload)
+            return True
 
-        await self.db.write_fn(write)
-        self.metrics.sent.labels(row["channel"]).inc()
+        adopted = await self.db.write_fn(write)
+        if adopted:
+            self.metrics.sent.labels(row["channel"]).inc()
+        return adopted
 
     async def _handle_error(self, row: sqlite3.Row, exc: ProviderError) -> None:
         if exc.kind == "transient":
@@ -330,7 +407,8 @@ class Dispatcher:
             await self._fail(row, exc)
 
     async def _retry_or_fail(self, row: sqlite3.Row, exc: ProviderError) -> None:
-        attempts = row["attempts"] + (0 if row["needs_reconciliation"] else 1)
+        # `attempts` was counted when the row was claimed for this attempt
+        attempts = row["attempts"]
         if attempts >= self.options.max_attempts:
             await self._fail(row, exc, f"gave up after {attempts} attempts: {exc.reason}")
             return
@@ -338,58 +416,53 @@ class Dispatcher:
             exc.retry_after or 0.0,
             backoff(attempts, self.options.backoff_base, self.options.backoff_max),
         )
-        await self._transition(
+        moved = await self._transition(
             row,
+            "queued",
             {
-                "status": "queued",
-                "next_attempt_at": _later(delay),
+                "next_attempt_at": later(delay),
                 "error_code": exc.code,
                 "failure_reason": exc.reason,
                 "needs_reconciliation": 0,
             },
-            "queued",
-            True,
             {"retry_in_seconds": round(delay, 3), "error": exc.reason, "code": exc.code},
         )
-        self.metrics.retries.labels(row["channel"]).inc()
+        if moved:
+            self.metrics.retries.labels(row["channel"]).inc()
 
-    async def _mark_unknown(self, row: sqlite3.Row, exc: ProviderError) -> None:
+    async def _mark_unknown(
+        self, row: sqlite3.Row, exc: ProviderError, delay: float | None = None
+    ) -> None:
         await self._transition(
             row,
+            "sending",
             {
-                "status": "sending",
                 "needs_reconciliation": 1,
-                "next_attempt_at": _later(self.options.reconcile_delay),
+                "next_attempt_at": later(self.options.reconcile_delay if delay is None else delay),
                 "failure_reason": f"outcome unknown: {exc.reason}",
             },
-            "sending",
-            False,
             {"reconcile": True, "error": exc.reason},
         )
 
     async def _transition(
-        self,
-        row: sqlite3.Row,
-        fields: dict[str, Any],
-        status: str,
-        applied: bool,
-        payload: dict[str, Any],
-    ) -> None:
-        """Update a message and record the event, in one transaction."""
+        self, row: sqlite3.Row, status: str, fields: dict[str, Any], payload: dict[str, Any]
+    ) -> bool:
+        """Move a send the dispatcher owns and record the event, in one transaction; a
+        status a provider reported meanwhile wins (the event says it was not applied)."""
         fields = {**fields, "updated_at": now_iso()}
 
-        def write(conn: sqlite3.Connection) -> None:
-            store.update_message(conn, row["id"], fields)
+        def write(conn: sqlite3.Connection) -> bool:
+            moved = store.move(conn, row["id"], status, fields, only_from=_UNFINISHED)
             store.insert_event(
-                conn, row["id"], row["tenant_id"], "dispatcher", status, applied, payload
+                conn, row["id"], row["tenant_id"], "dispatcher", status, moved, payload
             )
+            return moved
 
-        await self.db.write_fn(write)
+        return await self.db.write_fn(write)
 
     async def _fail(self, row: sqlite3.Row, exc: ProviderError, reason: str | None = None) -> None:
         now = now_iso()
         fields = {
-            "status": "failed",
             "failed_at": now,
             "error_code": exc.code or exc.kind,
             "failure_reason": reason or exc.reason,
@@ -399,16 +472,15 @@ class Dispatcher:
         }
         channel = row["channel"]
 
-        def write(conn: sqlite3.Connection) -> None:
-            conn.execute("SAVEPOINT fail")
-            store.update_message(conn, row["id"], fields)
+        def write(conn: sqlite3.Connection) -> bool:
+            moved = store.move(conn, row["id"], "failed", fields, only_from=_UNFINISHED)
             store.insert_event(
                 conn,
                 row["id"],
                 row["tenant_id"],
                 "dispatcher",
                 "failed",
-                True,
+                moved,
                 {"kind": exc.kind, "code": exc.code, "error": exc.reason},
             )
             if exc.suppress:
@@ -421,73 +493,122 @@ class Dispatcher:
                     "WHERE tenant_id = ? AND channel_type = ?",
                     (exc.reason, now, row["tenant_id"], channel),
                 )
-            conn.execute("RELEASE fail")
+            return moved
 
-        await self.db.write_fn(write)
-        self.metrics.failed.labels(channel, exc.kind).inc()
+        if await self.db.write_fn(write):
+            self.metrics.failed.labels(channel, exc.kind).inc()
 
-    # -- reconciliation -----------------------------------------------------------------------
+    # -- reconciliation ---------------------------------------------------------------------
 
     async def _reconcile(self, row: sqlite3.Row) -> None:
-        adapter = self.adapters(row["channel"], row["provider"])
-        finder = getattr(adapter, "find_sent", None)
-        if finder is None:
-            await self._fail(
-                row,
-                ProviderError(
-                    "unknown",
-                    "the provider's answer was lost and it offers no way to look the "
-                    "message up; not resent to avoid a duplicate",
-                    code="unknown_outcome",
-                ),
-            )
+        """A send whose answer was lost: find it at the provider, or prove it is not there.
+
+        A status callback carrying our message id, if one came meanwhile, already gave the
+        row its provider id and status (the preferred proof); what is left is matched
+        one-to-one against the provider's records (gateway/services/reconcile.py)."""
+        if row["provider_message_id"]:
+            await self._settle(row)
             return
-        try:
-            candidates = await finder(
-                row["to_address"], row["body"], parse_iso(row["created_at"]).date()
+        adapter = self.adapters(row["channel"], row["provider"])
+        if not isinstance(adapter, Lookup):
+            await self._fail(row, _unknown_outcome("the provider offers no way to look it up"))
+            return
+        skew = timedelta(seconds=self.options.reconcile_skew)
+        now = parse_iso(now_iso())
+        deadline = timedelta(seconds=self.options.provider_timeout)
+
+        def twins(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            return store.unsettled_twins(
+                conn, row["provider"], row["to_address"], row["from_address"], row["body"]
             )
+
+        rows = await self.db.read_fn(twins)
+        group = [
+            Twin(
+                r["id"],
+                parse_iso(r["attempted_at"] or r["created_at"]),
+                in_flight=r["status"] == "sending"
+                and not r["needs_reconciliation"]
+                and parse_iso(r["attempted_at"] or r["created_at"]) > now - deadline - skew,
+            )
+            for r in rows
+            if r["status"] == "sending"
+        ]
+        if not any(t.id == row["id"] for t in group):
+            return  # settled meanwhile (a callback came)
+        since = min(t.attempted for t in group) - skew
+        try:
+            listed = await adapter.find_sent(row["to_address"], row["from_address"], since)
         except ProviderError as exc:
             if exc.kind == "transient":
                 await self._mark_unknown(row, exc)  # look again later
             else:
-                await self._fail(
-                    row,
-                    ProviderError(
-                        "unknown",
-                        f"the provider's answer was lost and looking it up failed: "
-                        f"{exc.reason}; not resent to avoid a duplicate",
-                        code="unknown_outcome",
-                    ),
-                )
+                await self._fail(row, _unknown_outcome(f"looking it up failed: {exc.reason}"))
             return
-        ids = [c["sid"] for c in candidates]
-        taken = await self.db.read_fn(
-            lambda c: store.adopted_provider_ids(c, row["provider"], ids, row["id"])
+        same = [c for c in listed if c.body == row["body"]]
+        held = await self.db.read_fn(
+            lambda c: store.adopted_provider_ids(
+                c, row["provider"], [m.provider_message_id for m in same], row["id"]
+            )
         )
-        match = next((c for c in candidates if c["sid"] not in taken), None)
-        if match is not None:
-            await self._record_sent(
+        free = [c for c in same if c.provider_message_id not in held]
+        decision = decide(row["id"], group, free, deadline=deadline, skew=skew)
+        if decision.action == "later":
+            await self._mark_unknown(
+                row, ProviderError("unknown", "a twin's send is in flight"), delay=deadline.seconds
+            )
+        elif decision.action == "adopt":
+            assert decision.match is not None
+            await self._adopt(row, decision.match)
+        elif decision.action == "ambiguous":
+            await self._fail(
                 row,
-                SendResult(
-                    provider=row["provider"],
-                    provider_message_id=match["sid"],
-                    provider_status=match["status"] or "sent",
-                    num_segments=match["num_segments"],
+                _unknown_outcome(
+                    "the provider holds fewer identical messages (same recipient, sender and "
+                    "text) than were sent at that time, so which ones were sent cannot be told"
                 ),
             )
-            return
-        # the provider never got it: sending it now is not a duplicate — unless a status
-        # callback identified the send meanwhile, which the conditional update respects
+        else:
+            await self._requeue_absent(row)
+
+    async def _adopt(self, row: sqlite3.Row, found: ProviderMessage) -> None:
+        result = SendResult(
+            provider=row["provider"],
+            provider_message_id=found.provider_message_id,
+            provider_status=found.status,
+            num_segments=found.num_segments,
+        )
+        if not await self._record_sent(row, result, source="dispatcher", reconciled=True):
+            # a twin adopted that record meanwhile: decide again with what is left
+            await self._mark_unknown(
+                row, ProviderError("unknown", "a twin took the match"), delay=0.0
+            )
+
+    async def _settle(self, row: sqlite3.Row) -> None:
+        """A callback identified the send while it was flagged: nothing is left to do but
+        make sure it no longer waits."""
         now = now_iso()
 
         def write(conn: sqlite3.Connection) -> None:
-            requeued = conn.execute(
-                "UPDATE channel_messages_log SET status = 'queued', needs_reconciliation = 0, "
-                "next_attempt_at = ?, updated_at = ? WHERE id = ? AND status = 'sending' "
-                "AND needs_reconciliation = 1 AND provider_message_id IS NULL",
-                (now, now, row["id"]),
-            ).rowcount
-            if requeued:
+            store.move(conn, row["id"], "sent", {"updated_at": now}, only_from=_UNFINISHED)
+            store.update_message(conn, row["id"], {"needs_reconciliation": 0})
+
+        await self.db.write_fn(write)
+
+    async def _requeue_absent(self, row: sqlite3.Row) -> None:
+        """Proven absent at the provider: sending it now is not a duplicate — unless a
+        status callback identified the send meanwhile, which the conditional move respects."""
+        now = now_iso()
+
+        def write(conn: sqlite3.Connection) -> None:
+            moved = store.move(
+                conn,
+                row["id"],
+                "queued",
+                {"needs_reconciliation": 0, "next_attempt_at": now, "updated_at": now},
+                only_from=frozenset({"sending"}),
+            )
+            if moved:
                 store.insert_event(
                     conn,
                     row["id"],
@@ -500,60 +621,3 @@ class Dispatcher:
 
         await self.db.write_fn(write)
         self.wake()
-
-    # -- provider prices ----------------------------------------------------------------------
-
-    async def _price_loop(self) -> None:
-        while not self._stopping:
-            try:
-                done = await self.fetch_prices()
-            except Exception:
-                log.exception("price loop error")
-                done = 0
-            if not done:
-                await asyncio.sleep(max(self.options.poll_interval, 0.2))
-
-    async def fetch_prices(self) -> int:
-        rows = await self.db.write_fn(lambda c: store.price_due(c, now_iso(), 32))
-        await asyncio.gather(*(self._price(row) for row in rows))
-        return len(rows)
-
-    async def _price(self, row: sqlite3.Row) -> None:
-        adapter = self.adapters(row["channel"], row["provider"])
-        fetch = getattr(adapter, "fetch", None)
-        if fetch is None or not row["provider_message_id"]:
-            return
-        try:
-            found = await fetch(row["provider_message_id"])
-        except ProviderError:
-            found = {"price": None}
-        rate = float(self.settings.decimal("USD_EUR_RATE"))
-        cost = pricing.provider_cost(found.get("price"), found.get("price_unit"), rate)
-        checks = row["price_checks"] + 1
-        if cost is None:
-            if checks < self.options.price_checks:
-                fields: dict[str, Any] = {
-                    "price_checks": checks,
-                    "price_due_at": _later(self.options.price_delay * checks),
-                }
-                await self.db.write_fn(lambda c: store.update_message(c, row["id"], fields))
-            else:
-                await self.db.write_fn(
-                    lambda c: store.update_message(c, row["id"], {"price_checks": checks})
-                )
-            return
-        segments_now = found.get("num_segments") or row["num_segments"]
-        billed = row["billed_cost"]
-        if row["price_per_unit"] is not None and segments_now:
-            billed = pricing.billed_cost(row["price_per_unit"], segments_now)
-        fields = {
-            "price_checks": checks,
-            "provider_cost_usd": cost.reported if cost.exchange_rate is not None else None,
-            "exchange_rate_usd_eur": cost.exchange_rate,
-            "provider_cost": cost.cost_eur,
-            "num_segments": segments_now,
-            "billed_cost": billed,
-            "margin": pricing.margin(billed, cost.cost_eur),
-            "updated_at": now_iso(),
-        }
-        await self.db.write_fn(lambda c: store.update_message(c, row["id"], fields))

@@ -33,10 +33,19 @@ class InboundText:
 
 
 class InboundService:
-    def __init__(self, db: Database, metrics: Metrics, price_delay: float) -> None:
+    def __init__(
+        self,
+        db: Database,
+        metrics: Metrics,
+        price_delay: float,
+        poll_delay: float | None = None,
+        operator_numbers: frozenset[str] = frozenset(),
+    ) -> None:
         self.db = db
+        self.operator_numbers = operator_numbers
         self.metrics = metrics
         self.price_delay = price_delay
+        self.poll_delay = poll_delay
 
     async def apply_status(
         self,
@@ -50,11 +59,17 @@ class InboundService:
 
         def write(conn: sqlite3.Connection) -> Applied | None:
             row = store.find_by_id(conn, message_id) if message_id else None
+            # our message id in the callback URL (signed with the URL) names the message
+            proof = row is not None and row["direction"] == "outbound"
             if row is None and provider and report.provider_message_id:
                 row = store.find_by_provider_id(conn, provider, report.provider_message_id)
             if row is None or (tenant_id is not None and row["tenant_id"] != tenant_id):
                 return None
-            return apply_report(conn, row, report, self.price_delay)
+            if provider is not None and row["provider"] != provider:
+                return None
+            return apply_report(
+                conn, row, report, self.price_delay, poll_delay=self.poll_delay, proof=proof
+            )
 
         applied = await self.db.write_fn(write)
         if applied is None:
@@ -82,12 +97,18 @@ class InboundService:
         )
 
     async def tenants_for_inbound(self, channel: str, to: str, sender: str) -> list[str]:
-        """Who an inbound message belongs to: the tenant a dedicated number belongs to, else
-        the tenants that wrote to this sender, most recent first."""
+        """Who an inbound message on number `to` from `sender` belongs to, first one first.
+
+        A number dedicated to one tenant belongs to that tenant alone. On any other number —
+        the shared line, an operator sender — every tenant's customers write in, so it goes
+        to the tenants that wrote to this sender *from this number*, most recent first: the
+        first gets the message, and a STOP applies to all of them (the provider itself stops
+        that number from writing to the sender). A number no tenant wrote from belongs to
+        nobody: a tenant can never claim inbound traffic by registering a number."""
         owner = await tenant_store.tenant_for_number(self.db, to)
-        recent = await store.recent_tenants_for_recipient(self.db, channel, sender)
-        tenants = [owner[0]] if owner else []
-        return tenants + [t for t in recent if t not in tenants]
+        if owner is not None and owner[1] == "dedicated" and to not in self.operator_numbers:
+            return [owner[0]]
+        return await store.recent_tenants_for_recipient(self.db, channel, sender, sender=to)
 
     async def record_inbound(self, tenant_id: str, text: InboundText) -> bool:
         """Log an inbound message once (providers retry webhooks); True when new."""

@@ -56,42 +56,85 @@ class Applied:
     changed: bool
 
 
+# Providers whose messages have a price to fetch and a status to poll (both through the
+# provider's message resource).
+PRICED = frozenset({"twilio"})
+
+
 def apply_report(
-    conn: sqlite3.Connection, row: sqlite3.Row, report: StatusReport, price_delay: float
+    conn: sqlite3.Connection,
+    row: sqlite3.Row,
+    report: StatusReport,
+    price_delay: float,
+    *,
+    poll_delay: float | None = None,
+    proof: bool = False,
 ) -> Applied:
-    current = row["status"]
-    changed = store.STATUS_RANK.get(report.status, -1) > store.STATUS_RANK.get(current, -1)
+    """Apply one provider report to the message `row` (read in this same transaction).
+
+    `proof` says the report names our message itself (Twilio's StatusCallback carries our
+    message id): then its provider id is this message's, even if a reconciliation had
+    guessed it belonged to a twin — the twin gives it back and is looked up again."""
+    if report.provider_message_id and row["provider"]:
+        _take_provider_id(conn, row, report, proof)
+    now = now_iso()
+    at = report.at or now
+    fields: dict[str, Any] = {"provider_status": report.provider_status, "updated_at": now}
+    if report.status in ("sent", "delivered", "read") and not row["sent_at"]:
+        fields["sent_at"] = at
+    if report.status in ("delivered", "read") and not row["delivered_at"]:
+        fields["delivered_at"] = at
+    if report.status in ("failed", "undelivered"):
+        fields["failed_at"] = at
+        fields["error_code"] = report.error_code
+        fields["failure_reason"] = report.error_reason or (
+            TWILIO_ERRORS.get(report.error_code or "", f"provider error {report.error_code}")
+            if report.error_code
+            else f"provider reported {report.provider_status}"
+        )
+    priced = row["channel"] == "sms" and row["provider"] in PRICED
+    if report.status in store.FINAL:
+        fields["poll_due_at"] = None
+        if priced and row["provider_cost"] is None:
+            fields["price_due_at"] = _later(price_delay)
+    elif priced and poll_delay is not None and row["poll_due_at"] is None:
+        fields["poll_due_at"] = _later(poll_delay)
+    if report.status in ("sent", "delivered", "read", "undelivered", "failed"):
+        # the provider has it: nothing is left to reconcile, nothing to retry
+        fields.update(needs_reconciliation=0, next_attempt_at=None)
+    changed = store.move(conn, row["id"], report.status, fields)
     store.insert_event(
         conn, row["id"], row["tenant_id"], report.source, report.status, changed, report.payload
     )
-    fields: dict[str, Any] = {}
-    if report.provider_message_id and not row["provider_message_id"]:
-        fields["provider_message_id"] = report.provider_message_id
-    if changed:
-        now = report.at or now_iso()
-        fields.update(
-            status=report.status, provider_status=report.provider_status, updated_at=now_iso()
-        )
-        if report.status in ("sent", "delivered", "read") and not row["sent_at"]:
-            fields["sent_at"] = now
-        if report.status in ("delivered", "read") and not row["delivered_at"]:
-            fields["delivered_at"] = now
-        if report.status in ("failed", "undelivered"):
-            fields["failed_at"] = now
-            fields["error_code"] = report.error_code
-            fields["failure_reason"] = report.error_reason or (
-                TWILIO_ERRORS.get(report.error_code or "", f"provider error {report.error_code}")
-                if report.error_code
-                else f"provider reported {report.provider_status}"
-            )
-        if (
-            report.status in store.FINAL
-            and row["channel"] == "sms"
-            and row["provider"] == "twilio"
-            and row["provider_cost"] is None
-        ):
-            fields["price_due_at"] = iso(parse_iso(now_iso()) + timedelta(seconds=price_delay))
-        if report.status in ("sent", "delivered", "read", "undelivered", "failed"):
-            fields["needs_reconciliation"] = 0
-    store.update_message(conn, row["id"], fields)
     return Applied(row["id"], row["tenant_id"], row["channel"], report.status, changed)
+
+
+def _later(seconds: float) -> str:
+    return iso(parse_iso(now_iso()) + timedelta(seconds=seconds))
+
+
+def _take_provider_id(
+    conn: sqlite3.Connection, row: sqlite3.Row, report: StatusReport, proof: bool
+) -> None:
+    sid = report.provider_message_id
+    assert sid is not None
+    if row["provider_message_id"] == sid:
+        return
+    holder = store.holder_of(conn, row["provider"], sid)
+    if holder is None:
+        if row["provider_message_id"] is None:
+            store.update_message(conn, row["id"], {"provider_message_id": sid})
+        # else: a second provider message for one of ours; the event keeps the record
+        return
+    if not proof:
+        return  # found by that very id, or no way to tell: the holder keeps it
+    store.exchange_provider_id(conn, sid, holder=holder, owner=row["id"], now=now_iso())
+    store.insert_event(
+        conn,
+        holder,
+        store.tenant_of(conn, holder),
+        report.source,
+        None,
+        True,
+        {"gave_back": sid, "to": row["id"], "reason": "a status callback named its message"},
+    )

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from gateway.validation import E164, EmailAddress
+from gateway.services.vapi_server import ToolArguments
+from gateway.validation import E164, BodyText, EmailAddress, HeaderText
+
+Line = Annotated[HeaderText, Field(max_length=200)]
 
 Timeline = Literal[
     "immediately", "within_3_months", "within_6_months", "within_12_months", "later", "unknown"
@@ -28,17 +31,16 @@ TIMELINE_POINTS: dict[str, int] = {
 }
 
 
-class ProspectIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    name: Annotated[str, Field(max_length=200)] | None = None
+class ProspectIn(ToolArguments):
+    name: Line | None = None
     phone: E164 | None = None
     email: EmailAddress | None = None
     project: Literal["buy", "sell", "rent", "let", "invest"] | None = None
-    property_type: Annotated[str, Field(max_length=100)] | None = None
-    location: Annotated[str, Field(max_length=200)] | None = None
+    property_type: Annotated[HeaderText, Field(max_length=100)] | None = None
+    location: Line | None = None
     budget: Annotated[float, Field(ge=0, le=1e10)] | None = None
     timeline: Timeline = "unknown"
-    notes: Annotated[str, Field(max_length=2000)] | None = None
+    notes: Annotated[BodyText, Field(max_length=2000)] | None = None
 
 
 def score(prospect: ProspectIn) -> int:

@@ -33,6 +33,8 @@ DEFAULT_TEXTS = {
     "à {time}.",
     "reminder_24h": "Rappel : votre rendez-vous chez {business} est demain, {date} à {time}.",
     "reminder_1h": "Rappel : votre rendez-vous chez {business} est aujourd'hui à {time}.",
+    "rescheduled": "Bonjour {name}, votre rendez-vous chez {business} est déplacé au {date} "
+    "à {time}.",
 }
 # (kind, how long before the start it becomes due, until when before the start it is useful)
 REMINDERS = (
@@ -92,7 +94,12 @@ class Reminders:
         }
         text = await self._text(principal, kind, fields)
         first: str | None = None
-        message_type = "transactional" if kind == "confirmation" else "appointment_reminder"
+        message_type = (
+            "transactional" if kind in ("confirmation", "rescheduled") else "appointment_reminder"
+        )
+        # the start is part of the key: a moved appointment gets new messages for its new
+        # time, while a retry for the same time gets the same message back
+        starts_at = appointment["starts_at"]
         for channel in await self._channels_for(principal, bool(appointment.get("customer_email"))):
             to = (
                 appointment["customer_email"]
@@ -108,12 +115,16 @@ class Reminders:
                 appointment_id=appointment["id"],
                 call_id=appointment.get("call_id"),
                 metadata={"appointment_id": appointment["id"], "kind": kind},
-                request={"appointment": appointment["id"], "kind": kind, "channel": channel},
+                request={
+                    "appointment": appointment["id"],
+                    "kind": kind,
+                    "channel": channel,
+                    "starts_at": starts_at,
+                },
             )
+            key = f"appointment:{appointment['id']}:{kind}:{starts_at}:{channel}"
             try:
-                message, _ = await self.messaging.accept(
-                    principal, draft, f"appointment:{appointment['id']}:{kind}:{channel}"
-                )
+                message, _ = await self.messaging.accept(principal, draft, key)
             except ApiError as exc:  # suppressed recipient, channel trouble: skip this one
                 log.info(
                     "appointment message not sent",
@@ -123,11 +134,15 @@ class Reminders:
             first = first or str(message["id"])
         return first
 
-    async def confirm(self, tenant_id: str, appointment: dict[str, Any]) -> None:
+    async def confirm(
+        self, tenant_id: str, appointment: dict[str, Any], rescheduled: bool = False
+    ) -> None:
+        """The confirmation of a booking, or of its new time when it was moved."""
         principal = await self._principal(tenant_id)
         if principal is None:
             return
-        message_id = await self.send(principal, appointment, "confirmation")
+        kind = "rescheduled" if rescheduled else "confirmation"
+        message_id = await self.send(principal, appointment, kind)
         if message_id:
             await self.db.write_fn(
                 lambda conn: store.mark_confirmation(conn, appointment["id"], message_id)

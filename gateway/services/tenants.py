@@ -99,16 +99,19 @@ async def rotate_keys(db: Database, keyring: Keyring) -> int:
     for row in rows:
         if row["key_id"] == keyring.primary_id:
             continue
-        aad = aad_for(row["tenant_id"], row["channel_type"])
+        version = row["secrets_version"]
+        aad = aad_for(row["tenant_id"], row["channel_type"], version)
         plain = keyring.decrypt(row["config_encrypted"], aad)
         json.loads(plain)  # a corrupt payload stops the rotation before anything is written
         updates.append(
             (
-                keyring.encrypt(plain, aad),
+                keyring.encrypt(plain, aad_for(row["tenant_id"], row["channel_type"], version + 1)),
                 keyring.primary_id,
+                version + 1,
                 row["tenant_id"],
                 row["channel_type"],
                 row["config_encrypted"],
+                version,
             )
         )
 
@@ -116,8 +119,9 @@ async def rotate_keys(db: Database, keyring: Keyring) -> int:
         changed = 0
         for update in updates:
             changed += conn.execute(
-                "UPDATE channel_configurations SET config_encrypted = ?, key_id = ? "
-                "WHERE tenant_id = ? AND channel_type = ? AND config_encrypted = ?",
+                "UPDATE channel_configurations SET config_encrypted = ?, key_id = ?, "
+                "secrets_version = ? WHERE tenant_id = ? AND channel_type = ? "
+                "AND config_encrypted = ? AND secrets_version = ?",
                 update,
             ).rowcount
         return changed

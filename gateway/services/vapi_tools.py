@@ -4,62 +4,73 @@ the arguments and to provision the assistants)."""
 from __future__ import annotations
 
 import json
-from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from gateway.db import ScopedConnection
-from gateway.errors import ApiError
-from gateway.services.qualification import ProspectIn, score
-from gateway.services.vapi_server import ToolContext, ToolError, ToolHandler, parse_arguments
+from gateway.errors import ApiError, NotFound
+from gateway.services.qualification import Line, ProspectIn, score
+from gateway.services.vapi_server import (
+    ToolArguments,
+    ToolContext,
+    ToolError,
+    ToolHandler,
+    parse_arguments,
+)
 from gateway.store import crm
-from gateway.validation import E164, EmailAddress
+from gateway.validation import E164, BodyText, Day, EmailAddress, HeaderText, Instant
 
 
-class _Args(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+def _leading_date(value: Any) -> Any:
+    # an assistant may pass a whole timestamp where a day is asked: its date is meant
+    return value[:10] if isinstance(value, str) else value
 
 
-class CheckAvailability(_Args):
-    date: str | None = Field(None, description="Day to check, YYYY-MM-DD")
-    start_date: str | None = Field(None, description="First day of a range, YYYY-MM-DD")
-    end_date: str | None = Field(None, description="Last day of a range, YYYY-MM-DD")
+ToolDay = Annotated[Day, BeforeValidator(_leading_date)]
+
+
+class CheckAvailability(ToolArguments):
+    date: ToolDay | None = Field(None, description="Day to check, YYYY-MM-DD")
+    start_date: ToolDay | None = Field(None, description="First day of a range, YYYY-MM-DD")
+    end_date: ToolDay | None = Field(None, description="Last day of a range, YYYY-MM-DD")
     duration_minutes: Annotated[int, Field(ge=5, le=480)] | None = None
 
 
-class BookAppointment(_Args):
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+class BookAppointment(ToolArguments):
+    name: Annotated[HeaderText, Field(min_length=1, max_length=200)]
     phone: E164 | None = Field(None, description="Defaults to the caller's number")
     email: EmailAddress | None = None
-    service: Annotated[str, Field(max_length=200)] | None = None
-    start: AwareDatetime = Field(description="ISO-8601 start with offset, from availability")
+    service: Line | None = None
+    start: Instant = Field(description="ISO-8601 start with offset, from availability")
     duration_minutes: Annotated[int, Field(ge=5, le=480)] | None = None
-    notes: Annotated[str, Field(max_length=2000)] | None = None
+    notes: Annotated[BodyText, Field(max_length=2000)] | None = None
 
 
-class CancelAppointment(_Args):
-    appointment_id: str | None = None
-    phone: E164 | None = Field(None, description="Defaults to the caller's number")
-    start: AwareDatetime | None = Field(None, description="Which appointment, if several")
+class CancelAppointment(ToolArguments):
+    appointment_id: Annotated[str, Field(max_length=100)] | None = None
+    phone: E164 | None = Field(
+        None, description="The caller's number (only the caller's appointments can change)"
+    )
+    start: Instant | None = Field(None, description="Which appointment, if several")
 
 
 class RescheduleAppointment(CancelAppointment):
-    new_start: AwareDatetime
+    new_start: Instant
 
 
-class CreateTicket(_Args):
-    subject: Annotated[str, Field(min_length=1, max_length=200)]
-    description: Annotated[str, Field(max_length=5000)] | None = None
+class CreateTicket(ToolArguments):
+    subject: Annotated[HeaderText, Field(min_length=1, max_length=200)]
+    description: Annotated[BodyText, Field(max_length=5000)] | None = None
     priority: Literal["low", "normal", "high", "urgent"] = "normal"
-    name: Annotated[str, Field(max_length=200)] | None = None
+    name: Line | None = None
     phone: E164 | None = None
     email: EmailAddress | None = None
 
 
 async def qualify_prospect(ctx: ToolContext, arguments: dict[str, Any]) -> str:
-    prospect: ProspectIn = parse_arguments(ProspectIn, arguments)
-    phone = prospect.phone or ctx.caller
+    prospect: ProspectIn = parse_arguments(ProspectIn, arguments, ctx)
+    phone = prospect.phone or await ctx.caller()
     points = score(
         prospect if prospect.phone or not phone else prospect.model_copy(update={"phone": phone})
     )
@@ -85,10 +96,10 @@ async def qualify_prospect(ctx: ToolContext, arguments: dict[str, Any]) -> str:
 
 
 async def create_ticket(ctx: ToolContext, arguments: dict[str, Any]) -> str:
-    ticket: CreateTicket = parse_arguments(CreateTicket, arguments)
+    ticket: CreateTicket = parse_arguments(CreateTicket, arguments, ctx)
     fields = {
         "contact_name": ticket.name,
-        "contact_phone": ticket.phone or ctx.caller,
+        "contact_phone": ticket.phone or await ctx.caller(),
         "contact_email": ticket.email,
         "subject": ticket.subject,
         "description": ticket.description,
@@ -103,15 +114,6 @@ async def create_ticket(ctx: ToolContext, arguments: dict[str, Any]) -> str:
     return f"Ticket {saved['id']} opened with {ticket.priority} priority."
 
 
-def _day(value: str | None, field: str) -> date | None:
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value[:10])
-    except ValueError:
-        raise ToolError(f"{field} must be a date like 2026-12-01") from None
-
-
 def _say(exc: ApiError) -> ToolError:
     fields = exc.details.get("fields") if isinstance(exc.details, dict) else None
     if fields:
@@ -120,9 +122,9 @@ def _say(exc: ApiError) -> ToolError:
 
 
 async def check_availability(ctx: ToolContext, arguments: dict[str, Any]) -> str:
-    args: CheckAvailability = parse_arguments(CheckAvailability, arguments)
-    first = _day(args.date or args.start_date, "date")
-    last = _day(args.end_date, "end_date") if not args.date else first
+    args: CheckAvailability = parse_arguments(CheckAvailability, arguments, ctx)
+    first = args.date or args.start_date
+    last = args.end_date if not args.date else first
     if first is None:
         rules = await ctx.gw.booking.rules(ctx.principal.db)
         first = rules.today
@@ -140,8 +142,8 @@ async def check_availability(ctx: ToolContext, arguments: dict[str, Any]) -> str
 
 
 async def book_appointment(ctx: ToolContext, arguments: dict[str, Any]) -> str:
-    args: BookAppointment = parse_arguments(BookAppointment, arguments)
-    phone = args.phone or ctx.caller
+    args: BookAppointment = parse_arguments(BookAppointment, arguments, ctx)
+    phone = args.phone or await ctx.caller()
     if not phone:
         raise ToolError("the caller's phone number is needed to book")
     try:
@@ -170,24 +172,46 @@ async def book_appointment(ctx: ToolContext, arguments: dict[str, Any]) -> str:
     )
 
 
+_UNKNOWN_CALLER = (
+    "appointments can only be changed from the phone number they were booked with, and the "
+    "number of this call is unknown"
+)
+_OTHER_NUMBER = "only appointments booked with the number you are calling from can be changed"
+_NOT_THE_CALLERS = (
+    "no upcoming appointment with that reference was found for the number you are calling from"
+)
+
+
 async def _caller_appointment(ctx: ToolContext, args: CancelAppointment) -> dict[str, Any]:
+    """The caller's own appointment: by id (refused alike when it does not exist or is
+    someone else's, so an id reveals nothing), else their next one or the one at `start`."""
+    caller = await ctx.caller()
+    if caller is None:
+        raise ToolError(_UNKNOWN_CALLER)
+    if args.phone is not None and args.phone != caller:
+        raise ToolError(_OTHER_NUMBER)
     booking = ctx.gw.booking
     try:
         if args.appointment_id:
-            return await booking.get(ctx.principal.db, args.appointment_id)
-        phone = args.phone or ctx.caller
-        if not phone:
-            raise ToolError("which appointment? give its id or the phone number")
-        found = await booking.find_booked(ctx.principal.db, phone, args.start)
+            try:
+                found: dict[str, Any] | None = await booking.get(
+                    ctx.principal.db, args.appointment_id
+                )
+            except NotFound:
+                found = None
+            if found is None or found["customer_phone"] != caller:
+                raise ToolError(_NOT_THE_CALLERS)
+            return found
+        found = await booking.find_booked(ctx.principal.db, caller, args.start)
     except ApiError as exc:
         raise _say(exc) from None
     if found is None:
-        raise ToolError("no upcoming appointment was found for this phone number")
+        raise ToolError("no upcoming appointment was found for the number you are calling from")
     return found
 
 
 async def cancel_appointment(ctx: ToolContext, arguments: dict[str, Any]) -> str:
-    args: CancelAppointment = parse_arguments(CancelAppointment, arguments)
+    args: CancelAppointment = parse_arguments(CancelAppointment, arguments, ctx)
     appointment = await _caller_appointment(ctx, args)
     try:
         cancelled = await ctx.gw.booking.cancel(ctx.principal.db, appointment["id"])
@@ -197,7 +221,7 @@ async def cancel_appointment(ctx: ToolContext, arguments: dict[str, Any]) -> str
 
 
 async def reschedule_appointment(ctx: ToolContext, arguments: dict[str, Any]) -> str:
-    args: RescheduleAppointment = parse_arguments(RescheduleAppointment, arguments)
+    args: RescheduleAppointment = parse_arguments(RescheduleAppointment, arguments, ctx)
     appointment = await _caller_appointment(ctx, args)
     try:
         result = await ctx.gw.booking.reschedule(

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import math
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -23,11 +23,14 @@ from gateway.channel_models import PhoneConfig
 from gateway.channels.vapi import VapiClient, VapiError, bridge_twiml
 from gateway.config import Settings
 from gateway.db import Database, TenantDB
-from gateway.errors import ConfigError
+from gateway.errors import ApiError, ConfigError
+from gateway.ids import now_iso
+from gateway.message_states import CALL_FINAL, CALL_RANK
 from gateway.services.channel_config import ChannelConfigService, ChannelState
+from gateway.services.numbers import operator_numbers
 from gateway.store import calls as call_store
 from gateway.store import tenants as tenant_store
-from gateway.validation import normalize_e164
+from gateway.validation import normalize_e164, region_of
 
 log = logging.getLogger("gateway.voice")
 
@@ -41,6 +44,11 @@ DEFAULT_BRIDGE_TIMEOUT = 5.0
 # database work around it and the way back.
 MAX_BRIDGE_TIMEOUT = 12.0
 SIP_TENANT_HEADER = "sipheader_x-tenant"
+CALL_STATUS_PATH = "/webhooks/twilio/call-status"
+# how much longer than the bridge a retried CallSid waits for the first answer (all within
+# Twilio's 15 s), and how often another instance's answer is looked for meanwhile
+RETRY_GRACE = 1.5
+RETRY_POLL_SECONDS = 0.05
 LANGUAGE = "fr-FR"
 
 UNKNOWN_TENANT_TEXT = (
@@ -78,10 +86,21 @@ def say_and_hang_up(text: str) -> str:
     return str(response)
 
 
-def dial(number: str) -> str:
+def dial(number: str, action: str | None = None) -> str:
+    """Put the caller through to `number`; when that call ends Twilio asks `action` what to
+    do next (the gateway records the end there and hangs up)."""
     response = VoiceResponse()
     response.say(TRANSFER_TEXT, language=LANGUAGE)
-    response.dial(number)
+    if action:
+        response.dial(number, action=action, method="POST")
+    else:
+        response.dial(number)
+    return str(response)
+
+
+def hang_up() -> str:
+    response = VoiceResponse()
+    response.hangup()
     return str(response)
 
 
@@ -103,11 +122,11 @@ def bridge_timeout(settings: Settings) -> float:
     return value
 
 
-def _e164(value: str | None) -> str | None:
+def _e164(value: str | None, region: str | None = None) -> str | None:
     if not value:
         return None
     try:
-        return normalize_e164(value)
+        return normalize_e164(value, region)
     except ValueError:
         return None
 
@@ -131,7 +150,10 @@ class VoiceService:
         self.settings = settings
         self.channels = channels
         self.bridge_timeout = bridge_timeout(settings)
+        self.operator_numbers = operator_numbers(settings)
         self._vapi: VapiClient | None = None
+        # CallSid -> the answer being made for it (Twilio's retries of it wait for that one)
+        self._answering: dict[str, asyncio.Future[str]] = {}
 
     def vapi(self) -> VapiClient | None:
         """The shared Vapi client, or None while VAPI_API_KEY is not set."""
@@ -157,13 +179,14 @@ class VoiceService:
         ForwardedFrom is carrier-dependent and often missing, hence the chain. The SIP header
         can only come from a SIP trunk or domain the operator set up, never from a PSTN
         caller, so it is trusted like the numbers are."""
-        forwarded = _e164(params.get("ForwardedFrom"))
-        if forwarded:
+        called = _e164(params.get("To") or params.get("Called"))
+        # a carrier may pass ForwardedFrom in national form: read it where the call was made
+        forwarded = _e164(params.get("ForwardedFrom"), region_of(called))
+        if forwarded and forwarded not in self.operator_numbers:
             found = await tenant_store.tenant_for_number(self.db, forwarded)
             if found is not None:
                 return Resolution(found[0], "forwarded_from")
-        called = _e164(params.get("To") or params.get("Called"))
-        if called:
+        if called and called not in self.operator_numbers:
             found = await tenant_store.tenant_for_number(self.db, called)
             # only a dedicated number speaks for one tenant: the shared line serves them all
             if found is not None and found[1] == "dedicated":
@@ -193,6 +216,30 @@ class VoiceService:
             return say_and_hang_up(APOLOGY_TEXT)
 
     async def _handle(self, params: Mapping[str, str]) -> str:
+        """One answer per CallSid, however Twilio's retries overlap: the first request for a
+        CallSid answers, every other one (here or on another instance) gets that answer."""
+        call_sid = params.get("CallSid") or None
+        if call_sid is not None:
+            first = self._answering.get(call_sid)
+            if first is not None:
+                return await self._same_answer(call_sid, asyncio.shield(first))
+            answering: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            self._answering[call_sid] = answering
+        try:
+            twiml = await self._answer_call(params)
+        except BaseException as exc:
+            if call_sid is not None:
+                answering.set_exception(exc)
+                answering.exception()  # retrieved: nobody else may be waiting
+            raise
+        finally:
+            if call_sid is not None:
+                self._answering.pop(call_sid, None)
+        if call_sid is not None:
+            answering.set_result(twiml)
+        return twiml
+
+    async def _answer_call(self, params: Mapping[str, str]) -> str:
         resolution = await self.resolve_tenant(params)
         logged_fields = {
             "tenant_id": resolution.tenant_id,
@@ -203,17 +250,15 @@ class VoiceService:
             "resolved_by": resolution.rule,
         }
         logged = await self.db.write_fn(lambda conn: call_store.insert_call(conn, logged_fields))
-        if not logged.created and logged.outcome == "bridged" and logged.vapi_call_id:
-            # Twilio retried a call we already bridged: answer with the same Vapi call rather
-            # than leave that one waiting for a caller who will never come
-            replayed = await self._replay(logged.vapi_call_id)
-            if replayed is not None:
-                return replayed
+        if not logged.created:
+            # a retry of a CallSid already answered, or being answered by another instance
+            return await self._same_answer(str(params.get("CallSid")), None, logged)
         answer = await self._answer(resolution, params, logged.id)
         update = {
             "tenant_id": resolution.tenant_id,
             "resolved_by": resolution.rule,
             "outcome": answer.outcome,
+            "answer_twiml": answer.twiml,
             **answer.fields,
         }
         await self.db.write_fn(lambda conn: call_store.update_call(conn, logged.id, update))
@@ -222,6 +267,39 @@ class VoiceService:
             extra={**_call_extra(params), "rule": resolution.rule, "outcome": answer.outcome},
         )
         return answer.twiml
+
+    async def _same_answer(
+        self,
+        call_sid: str,
+        first: Awaitable[str] | None,
+        logged: call_store.LoggedCall | None = None,
+    ) -> str:
+        """The answer the first request for this CallSid gave, waiting for it (within
+        Twilio's 15 s) while it is being made; never a second Vapi call."""
+        budget = self.bridge_timeout + RETRY_GRACE
+        if first is not None:
+            try:
+                async with asyncio.timeout(budget):
+                    return await first
+            except Exception:
+                log.warning("the first answer to a retried call failed", extra=_call_sid(call_sid))
+                return say_and_hang_up(APOLOGY_TEXT)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget
+        while True:
+            if logged is not None and logged.answer_twiml:
+                return logged.answer_twiml
+            if logged is not None and logged.outcome == "bridged" and logged.vapi_call_id:
+                # answered before answers were kept: the bridged Vapi call's TwiML again
+                replayed = await self._replay(logged.vapi_call_id)
+                if replayed is not None:
+                    return replayed
+            if loop.time() >= deadline:
+                log.warning("no answer to a retried call in time", extra=_call_sid(call_sid))
+                return say_and_hang_up(APOLOGY_TEXT)
+            await asyncio.sleep(RETRY_POLL_SECONDS)
+            row = await call_store.get_call_by_sid(self.db, call_sid)
+            logged = call_store.LoggedCall.from_row(row) if row is not None else None
 
     async def _answer(
         self, resolution: Resolution, params: Mapping[str, str], call_log_id: str
@@ -301,11 +379,12 @@ class VoiceService:
     def _fallback(self, state: ChannelState, fields: dict[str, Any]) -> _Answer:
         try:
             config = state.config()
-        except ValueError:  # stored by an older version with other rules
+        except ApiError:  # stored by an older version with other rules
             config = None
         number = config.fallback_number if isinstance(config, PhoneConfig) else None
         if number:
-            return _Answer(dial(number), "fallback_dial", fields)
+            action = f"{self.settings.public_base_url}{CALL_STATUS_PATH}"
+            return _Answer(dial(number, action), "fallback_dial", fields)
         return _Answer(say_and_hang_up(APOLOGY_TEXT), "fallback_apology", fields)
 
     async def _replay(self, vapi_call_id: str) -> str | None:
@@ -320,6 +399,34 @@ class VoiceService:
             return None
         return bridge_twiml(call)
 
+    # -- Twilio's call status callbacks ------------------------------------------------------
+
+    async def call_status(self, params: Mapping[str, str]) -> str:
+        """Twilio reports how a call went: the number's status callback (`CallStatus`,
+        `CallDuration`) or the end of a fallback `<Dial>` (`DialCallStatus`, whose answer is
+        what the caller hears next: the call ends there). Applied as a conditional
+        transition: an ended call stays ended."""
+        call_sid = params.get("CallSid") or ""
+        dialled = params.get("DialCallStatus")
+        status = "completed" if dialled else params.get("CallStatus") or ""
+        if call_sid and status in CALL_RANK:
+            fields: dict[str, Any] = {"status": status}
+            filled: dict[str, Any] = {}
+            if status in CALL_FINAL:
+                filled["ended_at"] = now_iso()
+                duration = params.get("CallDuration") or params.get("DialCallDuration")
+                if duration and duration.isdigit():
+                    filled["duration_seconds"] = float(duration)
+                if dialled:
+                    filled["ended_reason"] = f"fallback-dial-{dialled}"
+
+            def write(conn: sqlite3.Connection) -> None:
+                if call_store.update_call_by_sid(conn, call_sid, fields):
+                    call_store.fill_call_by_sid(conn, call_sid, filled)
+
+            await self.db.write_fn(write)
+        return hang_up()
+
     # -- lookups for Vapi's server messages ------------------------------------------------
 
     async def tenant_for_vapi_call(self, vapi_call_id: str) -> str | None:
@@ -333,13 +440,15 @@ class VoiceService:
         return tenants[0] if len(tenants) == 1 else None
 
     async def tenant_for_called_number(self, e164: str) -> tuple[str, str] | None:
-        """(tenant id, assistant id) for a number forwarding or dedicated to a tenant whose
-        phone channel is on: what Vapi's assistant-request needs."""
+        """(tenant id, assistant id) for a number dedicated to a tenant whose phone channel is
+        on: what Vapi's assistant-request needs. A forwarding number is the tenant's own
+        line, never a number calls arrive at, and an operator number serves every tenant:
+        neither answers for one tenant."""
         number = _e164(e164)
-        if number is None:
+        if number is None or number in self.operator_numbers:
             return None
         found = await tenant_store.tenant_for_number(self.db, number)
-        if found is None:
+        if found is None or found[1] != "dedicated":
             return None
         tenant = await tenant_store.get_tenant(self.db, found[0])
         if tenant is None or tenant.status != "active":
@@ -367,3 +476,7 @@ class VoiceService:
 def _call_extra(params: Mapping[str, str]) -> dict[str, Any]:
     # the CallSid identifies the call in Twilio's console; numbers stay out of the logs
     return {"call_sid": params.get("CallSid")}
+
+
+def _call_sid(call_sid: str) -> dict[str, Any]:
+    return {"call_sid": call_sid}

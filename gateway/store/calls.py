@@ -14,6 +14,7 @@ from typing import Any
 
 from gateway.db import Database, ScopedConnection, TenantDB
 from gateway.ids import new_id, now_iso
+from gateway.message_states import CALL_RANK, call_sources
 from gateway.store.paging import newest_first
 
 # What the voice path and Vapi's server messages may change after the insert. Checked so a
@@ -45,6 +46,7 @@ UPDATABLE = frozenset(
         "transcript",
         "recording_url",
         "metadata",
+        "answer_twiml",
     }
 )
 _INSERT_FIELDS = (
@@ -61,7 +63,7 @@ _INSERT_FIELDS = (
     "price_per_minute",
     "metadata",
 )
-_PRIVATE = ("tenant_id",)
+_PRIVATE = ("tenant_id", "answer_twiml")
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,18 @@ class LoggedCall:
     vapi_call_id: str | None
     outcome: str | None
     tenant_id: str | None
+    answer_twiml: str | None = None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> LoggedCall:
+        return cls(
+            row["id"],
+            False,
+            row["vapi_call_id"],
+            row["outcome"],
+            row["tenant_id"],
+            row["answer_twiml"],
+        )
 
 
 def insert_call(conn: sqlite3.Connection, fields: dict[str, Any]) -> LoggedCall:
@@ -94,10 +108,11 @@ def insert_call(conn: sqlite3.Connection, fields: dict[str, Any]) -> LoggedCall:
     if inserted:
         return LoggedCall(inserted[0]["id"], True, None, None, values["tenant_id"])
     row = conn.execute(
-        "SELECT id, vapi_call_id, outcome, tenant_id FROM call_logs WHERE call_sid = ?",
+        "SELECT id, vapi_call_id, outcome, tenant_id, answer_twiml FROM call_logs "
+        "WHERE call_sid = ?",
         (values["call_sid"],),
     ).fetchone()
-    return LoggedCall(row["id"], False, row["vapi_call_id"], row["outcome"], row["tenant_id"])
+    return LoggedCall.from_row(row)
 
 
 def update_call(
@@ -115,18 +130,55 @@ def update_call_by_vapi_id(
 def _update(
     conn: sqlite3.Connection | ScopedConnection, column: str, key: str, fields: dict[str, Any]
 ) -> int:
+    """Update the call's fields; its status only as a conditional transition (the rule of
+    gateway/message_states.py: an ended call stays ended whatever arrives late)."""
     unknown = set(fields) - UPDATABLE
     if unknown:
         raise ValueError(f"call_logs fields that cannot be updated: {sorted(unknown)}")
+    fields = dict(fields)
+    status = fields.pop("status", None)
     values = {f"v_{name}": value for name, value in fields.items()}
     if "metadata" in fields and not isinstance(fields["metadata"], str):
         values["v_metadata"] = json.dumps(fields["metadata"] or {})
     assignments = "".join(f"{name} = :v_{name}, " for name in fields)
-    sql = f"UPDATE call_logs SET {assignments}updated_at = :_now WHERE {column} = :_key"
+    scope = " AND tenant_id = :tenant_id" if isinstance(conn, ScopedConnection) else ""
     params = {**values, "_now": now_iso(), "_key": key}
-    if isinstance(conn, ScopedConnection):
-        return conn.execute(sql + " AND tenant_id = :tenant_id", params).rowcount
-    return conn.execute(sql, params).rowcount
+    found = conn.execute(
+        f"UPDATE call_logs SET {assignments}updated_at = :_now WHERE {column} = :_key{scope}",
+        params,
+    ).rowcount
+    if status is not None and found:
+        allowed = call_sources(str(status))
+        marks = ", ".join(f":_from{n}" for n in range(len(allowed))) or "NULL"
+        known = ", ".join(f":_known{n}" for n in range(len(CALL_RANK)))
+        conn.execute(
+            f"UPDATE call_logs SET status = :_status WHERE {column} = :_key{scope} "
+            f"AND (status IN ({marks}) OR status NOT IN ({known}))",
+            {
+                "_status": status,
+                "_key": key,
+                **({"tenant_id": conn.tenant_id} if isinstance(conn, ScopedConnection) else {}),
+                **{f"_from{n}": s for n, s in enumerate(allowed)},
+                **{f"_known{n}": s for n, s in enumerate(CALL_RANK)},
+            },
+        )
+    return int(found)
+
+
+def update_call_by_sid(conn: sqlite3.Connection, call_sid: str, fields: dict[str, Any]) -> int:
+    return _update(conn, "call_sid", call_sid, fields)
+
+
+def fill_call_by_sid(conn: sqlite3.Connection, call_sid: str, fields: dict[str, Any]) -> None:
+    """Set the fields that are still empty (a later report does not overwrite an earlier)."""
+    unknown = set(fields) - UPDATABLE
+    if unknown:
+        raise ValueError(f"call_logs fields that cannot be updated: {sorted(unknown)}")
+    for name, value in fields.items():
+        conn.execute(
+            f"UPDATE call_logs SET {name} = COALESCE({name}, ?) WHERE call_sid = ?",
+            (value, call_sid),
+        )
 
 
 async def get_call_by_vapi_id(db: Database, vapi_call_id: str) -> sqlite3.Row | None:

@@ -12,9 +12,13 @@ from gateway.ids import now_iso
 
 
 class NumberTaken(Exception):
-    def __init__(self, number: str) -> None:
+    """A number that cannot be this tenant's: another tenant's, or the operator's (the
+    shared line, an operator sender): `reason` says which."""
+
+    def __init__(self, number: str, reason: str = "another_tenant") -> None:
         super().__init__(number)
         self.number = number
+        self.reason = reason
 
 
 @dataclass
@@ -28,6 +32,7 @@ class ChannelRow:
     last_error: str | None
     last_error_at: str | None
     updated_at: str
+    secrets_version: int = 0
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> ChannelRow:
@@ -41,12 +46,13 @@ class ChannelRow:
             last_error=row["last_error"],
             last_error_at=row["last_error_at"],
             updated_at=row["updated_at"],
+            secrets_version=row["secrets_version"],
         )
 
 
 _COLUMNS = (
     "tenant_id, channel_type, enabled, settings, config_encrypted, key_id, last_error, "
-    "last_error_at, updated_at"
+    "last_error_at, updated_at, secrets_version"
 )
 
 
@@ -70,19 +76,27 @@ async def list_channels(tdb: TenantDB) -> list[ChannelRow]:
     return [ChannelRow.from_row(r) for r in rows]
 
 
+class ConfigChanged(Exception):
+    """The channel's secrets were rewritten by someone else since they were read."""
+
+
 def save_channel(
     conn: ScopedConnection,
     channel: str,
     settings: dict[str, Any],
     config_encrypted: str | None,
     key_id: str | None,
+    version: tuple[int, int],
     enabled: bool | None = None,
 ) -> None:
-    conn.execute(
+    """Store the settings and the secrets encrypted for `version` = (read, new): the write
+    applies only if the row is still at the version the secrets were read at."""
+    read, new = version
+    changed = conn.execute(
         "UPDATE channel_configurations SET settings = :settings, "
-        "config_encrypted = :enc, key_id = :key_id, "
+        "config_encrypted = :enc, key_id = :key_id, secrets_version = :new, "
         "enabled = COALESCE(:enabled, enabled), updated_at = :now "
-        "WHERE tenant_id = :tenant_id AND channel_type = :channel",
+        "WHERE tenant_id = :tenant_id AND channel_type = :channel AND secrets_version = :read",
         {
             "settings": json.dumps(settings, sort_keys=True),
             "enc": config_encrypted,
@@ -90,8 +104,12 @@ def save_channel(
             "enabled": None if enabled is None else int(enabled),
             "now": now_iso(),
             "channel": channel,
+            "read": read,
+            "new": new,
         },
-    )
+    ).rowcount
+    if not changed:
+        raise ConfigChanged(channel)
 
 
 def set_enabled(conn: ScopedConnection, channel: str, enabled: bool) -> None:
@@ -111,9 +129,30 @@ def set_last_error(conn: ScopedConnection, channel: str, error: str | None) -> N
     )
 
 
-def replace_numbers(conn: ScopedConnection, kind: str, numbers: list[str]) -> None:
-    """Make the tenant's numbers of one kind exactly `numbers`; a number held by another
-    tenant (or by this tenant under the other kind) raises NumberTaken."""
+def sms_senders(conn: sqlite3.Connection) -> dict[str, str]:
+    """The SMS sender the operator set for each tenant that has one: tenant id -> sender."""
+    rows = conn.execute(
+        "SELECT tenant_id, json_extract(settings, '$.sender') AS sender "
+        "FROM channel_configurations WHERE channel_type = 'sms' "
+        "AND json_extract(settings, '$.sender') IS NOT NULL"
+    ).fetchall()
+    return {r["tenant_id"]: r["sender"] for r in rows}
+
+
+def replace_numbers(
+    conn: ScopedConnection, kind: str, numbers: list[str], reserved: frozenset[str] = frozenset()
+) -> None:
+    """Make the tenant's numbers of one kind exactly `numbers`. NumberTaken when one is the
+    operator's (`reserved`: the shared line and the other operator numbers, or an SMS sender
+    the operator set — a forwarding number can never be one; a dedicated number may be its
+    own tenant's sender only), or another tenant's (or this tenant's under the other kind)."""
+    senders = sms_senders(conn.raw)
+    for number in numbers:
+        if number in reserved:
+            raise NumberTaken(number, "operator_number")
+        owners = {t for t, sender in senders.items() if sender == number}
+        if owners and (kind == "forwarding" or owners - {conn.tenant_id}):
+            raise NumberTaken(number, "operator_sender")
     conn.execute(
         "DELETE FROM tenant_numbers WHERE tenant_id = :tenant_id AND kind = :kind",
         {"kind": kind},
@@ -130,6 +169,16 @@ def replace_numbers(conn: ScopedConnection, kind: str, numbers: list[str]) -> No
             raise NumberTaken(number) from None
 
 
+def check_sender(conn: ScopedConnection, sender: str) -> None:
+    """An SMS sender the operator sets must not be a number a tenant forwards from, nor a
+    number dedicated to another tenant (inbound replies would reach the wrong tenant)."""
+    row = conn.raw.execute(
+        "SELECT tenant_id, kind FROM tenant_numbers WHERE e164 = ?", (sender,)
+    ).fetchone()
+    if row is not None and (row["kind"] == "forwarding" or row["tenant_id"] != conn.tenant_id):
+        raise NumberTaken(sender, "another_tenant")
+
+
 async def key_ids_in_use(db: Database) -> set[str]:
     rows = await db.fetchall(
         "SELECT DISTINCT key_id FROM channel_configurations WHERE key_id IS NOT NULL"
@@ -139,8 +188,8 @@ async def key_ids_in_use(db: Database) -> set[str]:
 
 async def encrypted_rows(db: Database) -> list[sqlite3.Row]:
     return await db.fetchall(
-        "SELECT tenant_id, channel_type, config_encrypted, key_id FROM channel_configurations "
-        "WHERE config_encrypted IS NOT NULL"
+        "SELECT tenant_id, channel_type, config_encrypted, key_id, secrets_version "
+        "FROM channel_configurations WHERE config_encrypted IS NOT NULL"
     )
 
 

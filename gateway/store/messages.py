@@ -9,22 +9,12 @@ from typing import Any
 
 from gateway.db import Database, ScopedConnection, TenantDB
 from gateway.ids import new_id, now_iso
+from gateway.message_states import FINAL, MESSAGE_RANK, UNFINISHED, sources
 from gateway.store.paging import newest_first
 
-# A status may only move up this ladder; finals share a rank so the first final one wins,
-# except that WhatsApp's "read" may follow "delivered".
-STATUS_RANK = {
-    "queued": 0,
-    "sending": 1,
-    "sent": 2,
-    "received": 2,
-    "delivered": 3,
-    "undelivered": 3,
-    "failed": 3,
-    "canceled": 3,
-    "read": 4,
-}
-FINAL = frozenset({"delivered", "undelivered", "failed", "canceled", "read", "received"})
+__all__ = ["FINAL", "STATUS_RANK", "UNFINISHED"]
+
+STATUS_RANK = MESSAGE_RANK  # the ladder, gateway/message_states.py
 
 _INSERT_COLUMNS = (
     "id",
@@ -62,12 +52,15 @@ _INSERT_COLUMNS = (
     "updated_at",
     "sent_at",
     "delivered_at",
+    "attempts",
+    "attempted_at",
 )
 
 
 def insert_message(conn: ScopedConnection, row: dict[str, Any]) -> None:
     values = {name: row.get(name) for name in _INSERT_COLUMNS if name != "tenant_id"}
     values["metadata"] = json.dumps(row.get("metadata") or {})
+    values["attempts"] = row.get("attempts") or 0
     if row.get("template") is not None:
         values["template"] = json.dumps(row["template"])
     columns = ", ".join(_INSERT_COLUMNS)
@@ -216,27 +209,51 @@ def remove_suppression(
 # -- dispatcher (operator scope: the dispatcher serves every tenant) --------------------------
 
 
+# A due message is held back while one of its twins (same provider, recipient, sender and
+# text: messages the provider cannot tell apart) is being sent or reconciled, so at most one
+# twin's outcome is ever unknown at a time and a lost answer can always be matched to it
+# (gateway/services/reconcile.py).
+_DUE = """
+SELECT * FROM channel_messages_log m
+WHERE m.status IN ('queued', 'sending') AND m.next_attempt_at IS NOT NULL
+  AND m.next_attempt_at <= :now
+  AND (m.status = 'sending' OR NOT EXISTS (
+    SELECT 1 FROM channel_messages_log t
+    WHERE t.to_address = m.to_address AND t.channel = m.channel AND t.status = 'sending'
+      AND t.provider_message_id IS NULL AND t.id != m.id AND t.provider IS m.provider
+      AND t.from_address IS m.from_address AND t.body IS m.body))
+ORDER BY m.next_attempt_at LIMIT :limit
+"""
+
+
 def claim_due(conn: sqlite3.Connection, now: str, limit: int) -> list[sqlite3.Row]:
-    """Take up to `limit` due messages: queued ones become `sending` (attempt counted);
-    ones waiting for reconciliation are returned as they are."""
-    rows = conn.execute(
-        "SELECT * FROM channel_messages_log WHERE status IN ('queued', 'sending') "
-        "AND next_attempt_at IS NOT NULL AND next_attempt_at <= ? "
-        "ORDER BY next_attempt_at LIMIT ?",
-        (now, limit),
-    ).fetchall()
-    if not rows:
+    """Take up to `limit` due messages: queued ones become `sending` (attempt counted, its
+    start recorded); ones waiting for reconciliation are returned as they are. Of twins due
+    together only the first is taken."""
+    rows = conn.execute(_DUE, {"now": now, "limit": limit}).fetchall()
+    chosen: list[sqlite3.Row] = []
+    groups: set[tuple[Any, ...]] = set()
+    for row in rows:
+        group = (row["provider"], row["to_address"], row["from_address"], row["body"])
+        if group in groups:
+            continue
+        groups.add(group)
+        chosen.append(row)
+    if not chosen:
         return []
-    ids = [r["id"] for r in rows]
-    marks = ", ".join("?" for _ in ids)
-    conn.execute(
+    ids = [r["id"] for r in chosen]
+    claimed = conn.execute(
         "UPDATE channel_messages_log SET "
         "attempts = attempts + CASE WHEN status = 'queued' THEN 1 ELSE 0 END, "
-        "status = 'sending', next_attempt_at = NULL, updated_at = ? "
-        f"WHERE id IN ({marks})",
-        (now, *ids),
-    )
-    return rows
+        "attempted_at = CASE WHEN status = 'queued' THEN :now ELSE attempted_at END, "
+        "status = 'sending', next_attempt_at = NULL, updated_at = :now "
+        f"WHERE id IN ({', '.join(f':id{n}' for n in range(len(ids)))}) "
+        "AND status IN ('queued', 'sending') RETURNING *",
+        {"now": now, **{f"id{n}": i for n, i in enumerate(ids)}},
+    ).fetchall()
+    # what the dispatcher works with: the rows as claimed, in the order they were due
+    order = {message_id: n for n, message_id in enumerate(ids)}
+    return sorted(claimed, key=lambda r: order[r["id"]])
 
 
 def recover_in_flight(conn: sqlite3.Connection, now: str) -> int:
@@ -248,7 +265,46 @@ def recover_in_flight(conn: sqlite3.Connection, now: str) -> int:
     ).rowcount
 
 
+def move(
+    conn: sqlite3.Connection,
+    message_id: str,
+    status: str,
+    fields: dict[str, Any] | None = None,
+    *,
+    only_from: frozenset[str] | None = None,
+) -> bool:
+    """The one way a message's status changes: set `status` (and `fields` with it) only when
+    the rule of gateway/message_states.py allows the move from the status the row has now,
+    in the database, at the moment of the write. Returns whether the move applied.
+
+    A move back to `queued` also needs the row to have no provider message id: once a
+    provider has taken a message, it is never sent again."""
+    allowed = sources(status, only_from)
+    if not allowed:
+        return False
+    values = {**(fields or {}), "status": status}
+    assignments = ", ".join(f"{name} = :{name}" for name in values)
+    marks = ", ".join(f":_from{n}" for n in range(len(allowed)))
+    guard = " AND provider_message_id IS NULL" if status == "queued" else ""
+    changed = conn.execute(
+        f"UPDATE channel_messages_log SET {assignments} "
+        f"WHERE id = :_id AND status IN ({marks}){guard}",
+        {**values, "_id": message_id, **{f"_from{n}": s for n, s in enumerate(allowed)}},
+    ).rowcount
+    return bool(changed)
+
+
+def current_status(conn: sqlite3.Connection, message_id: str) -> str | None:
+    row = conn.execute(
+        "SELECT status FROM channel_messages_log WHERE id = ?", (message_id,)
+    ).fetchone()
+    return str(row[0]) if row else None
+
+
 def update_message(conn: sqlite3.Connection, message_id: str, fields: dict[str, Any]) -> None:
+    """Fields other than the status (money, provider details, bookkeeping)."""
+    if "status" in fields:
+        raise ValueError("a status is changed with move(), which checks the transition")
     if not fields:
         return
     assignments = ", ".join(f"{name} = :{name}" for name in fields)
@@ -312,11 +368,99 @@ def adopted_provider_ids(
     return {r[0] for r in rows}
 
 
-async def recent_tenants_for_recipient(db: Database, channel: str, address: str) -> list[str]:
+def holder_of(conn: sqlite3.Connection, provider: str, provider_message_id: str) -> str | None:
+    """The message that holds this provider id, if any."""
+    row = conn.execute(
+        "SELECT id FROM channel_messages_log WHERE provider = ? AND provider_message_id = ?",
+        (provider, provider_message_id),
+    ).fetchone()
+    return str(row[0]) if row else None
+
+
+def tenant_of(conn: sqlite3.Connection, message_id: str) -> str:
+    row = conn.execute(
+        "SELECT tenant_id FROM channel_messages_log WHERE id = ?", (message_id,)
+    ).fetchone()
+    return str(row[0])
+
+
+def exchange_provider_id(
+    conn: sqlite3.Connection, provider_message_id: str, *, holder: str, owner: str, now: str
+) -> None:
+    """A status callback proved that `provider_message_id`, which a reconciliation gave to
+    `holder`, is `owner`'s send: `owner` takes it and `holder` takes whatever id `owner` had.
+
+    The one write that may move a status down: a holder left without any id was only
+    `sent` on a guess, so it goes back to `sending` and is reconciled again (which sends it
+    if the provider holds nothing for it). A final status, reported for that id, stays."""
+    swapped = conn.execute(
+        "SELECT provider_message_id FROM channel_messages_log WHERE id = ?", (owner,)
+    ).fetchone()[0]
+    conn.execute(
+        "UPDATE channel_messages_log SET provider_message_id = NULL WHERE id = ?", (owner,)
+    )
+    if swapped is not None:
+        conn.execute(
+            "UPDATE channel_messages_log SET provider_message_id = ?, updated_at = ? WHERE id = ?",
+            (swapped, now, holder),
+        )
+    else:
+        conn.execute(
+            "UPDATE channel_messages_log SET provider_message_id = NULL, poll_due_at = NULL, "
+            "status = CASE WHEN status IN ('sending', 'sent') THEN 'sending' ELSE status END, "
+            "needs_reconciliation = CASE WHEN status IN ('sending', 'sent') THEN 1 "
+            "ELSE needs_reconciliation END, "
+            "next_attempt_at = CASE WHEN status IN ('sending', 'sent') THEN ? "
+            "ELSE next_attempt_at END, updated_at = ? WHERE id = ?",
+            (now, now, holder),
+        )
+    conn.execute(
+        "UPDATE channel_messages_log SET provider_message_id = ? WHERE id = ?",
+        (provider_message_id, owner),
+    )
+
+
+def unsettled_twins(
+    conn: sqlite3.Connection, provider: str, to: str, sender: str | None, body: str | None
+) -> list[sqlite3.Row]:
+    """Unfinished outbound messages, any tenant, that a provider could not tell apart from
+    each other: same provider, recipient, sender and text, no provider id yet."""
+    return conn.execute(
+        "SELECT id, status, needs_reconciliation, attempted_at, created_at "
+        "FROM channel_messages_log WHERE to_address = ? AND provider = ? "
+        "AND direction = 'outbound' AND status IN ('queued', 'sending') "
+        "AND provider_message_id IS NULL AND from_address IS ? AND body IS ? "
+        "ORDER BY attempted_at, created_at, id",
+        (to, provider, sender, body),
+    ).fetchall()
+
+
+def poll_due(conn: sqlite3.Connection, now: str, limit: int) -> list[sqlite3.Row]:
+    """Messages a provider took whose final status has not come: to ask the provider."""
+    rows = conn.execute(
+        "SELECT * FROM channel_messages_log WHERE poll_due_at IS NOT NULL "
+        "AND poll_due_at <= ? ORDER BY poll_due_at LIMIT ?",
+        (now, limit),
+    ).fetchall()
+    if rows:
+        marks = ", ".join("?" for _ in rows)
+        conn.execute(
+            f"UPDATE channel_messages_log SET poll_due_at = NULL WHERE id IN ({marks})",
+            [r["id"] for r in rows],
+        )
+    return rows
+
+
+async def recent_tenants_for_recipient(
+    db: Database, channel: str, address: str, sender: str | None = None
+) -> list[str]:
+    """The tenants that wrote to `address` on `channel` (from `sender` when given), most
+    recent first."""
     rows = await db.fetchall(
         "SELECT tenant_id, MAX(created_at) AS last FROM channel_messages_log "
         "WHERE channel = ? AND to_address = ? AND direction = 'outbound' "
+        "AND (? IS NULL OR from_address = ?) "
         "GROUP BY tenant_id ORDER BY last DESC",
-        (channel, address),
+        (channel, address, sender, sender),
     )
     return [r["tenant_id"] for r in rows]

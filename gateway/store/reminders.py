@@ -45,8 +45,8 @@ def mark_reminder(
 
 
 def mark_confirmation(conn: sqlite3.Connection, appointment_id: str, message_id: str) -> None:
+    """The latest confirmation (a moved appointment's confirms its new time)."""
     conn.execute(
-        "UPDATE rendez_vous SET confirmation_message_id = COALESCE(confirmation_message_id, ?) "
-        "WHERE id = ?",
+        "UPDATE rendez_vous SET confirmation_message_id = ? WHERE id = ?",
         (message_id, appointment_id),
     )
