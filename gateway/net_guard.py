@@ -27,10 +27,16 @@ import re
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
-if TYPE_CHECKING:
-    from gateway.config import Settings
+
+class _Settings(Protocol):
+    """The two settings the guard reads (gateway.config.Settings has them)."""
+
+    def flag(self, name: str) -> bool: ...
+
+    def require(self, name: str) -> str: ...
+
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -148,7 +154,7 @@ class HostGuard:
     save_timeout: float = SAVE_RESOLVE_SECONDS
 
     @classmethod
-    def from_settings(cls, settings: Settings, resolver: Resolver | None = None) -> HostGuard:
+    def from_settings(cls, settings: _Settings, resolver: Resolver | None = None) -> HostGuard:
         return cls(
             allow_private=settings.flag("SMTP_ALLOW_PRIVATE_HOSTS"),
             ports=parse_ports(settings.require("SMTP_ALLOWED_PORTS")),

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -18,6 +19,15 @@ ROOT = Path(__file__).resolve().parent.parent
 ADMIN_KEY = "admin-test-key-0123456789abcdef"
 KEY_A = base64.b64encode(b"A" * 32).decode()
 KEY_B = base64.b64encode(b"B" * 32).decode()
+ACCOUNT_SID = "AC" + "a1" * 16
+AUTH_TOKEN = "twilio-auth-token-0123456789abcdef"
+# the operator's Twilio account, for in-process tests that accept SMS without sending them
+TWILIO = {
+    "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+    "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+    "TWILIO_PHONE_NUMBER": "+33939035761",
+    "TWILIO_API_BASE": "http://127.0.0.1:9",
+}
 
 
 @pytest.fixture
@@ -101,11 +111,18 @@ async def start_api(settings: Settings) -> tuple[Starlette, httpx.AsyncClient]:
     return app, client
 
 
-@pytest.fixture
-async def api(settings: Settings) -> AsyncIterator[Api]:
+@contextlib.asynccontextmanager
+async def running_api(settings: Settings) -> AsyncIterator[Api]:
+    """The app in-process with these settings, stopped afterwards."""
     app, client = await start_api(settings)
     try:
         yield Api(app, client)
     finally:
         await client.aclose()
         await app.state.gateway.stop()
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[Api]:
+    async with running_api(settings) as running:
+        yield running

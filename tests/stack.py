@@ -16,10 +16,9 @@ from gateway.app import create_app
 from gateway.config import load_settings
 from gateway.sandbox.server import ServerThread, free_port
 from gateway.sandbox.twilio_api import TwilioSandbox
-from tests.conftest import ADMIN_KEY, KEY_A, ROOT
+from tests.conftest import ACCOUNT_SID, ADMIN_KEY, AUTH_TOKEN, KEY_A, ROOT
 
-ACCOUNT_SID = "AC" + "a1" * 16
-AUTH_TOKEN = "twilio-auth-token-0123456789abcdef"
+__all__ = ["ACCOUNT_SID", "AUTH_TOKEN"]
 SHARED_NUMBER = "+33939035761"
 
 FAST_DISPATCH = {

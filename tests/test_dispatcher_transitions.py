@@ -15,27 +15,16 @@ from gateway.config import Settings
 from gateway.ids import now_iso
 from gateway.services.message_status import StatusReport
 from gateway.store import messages as store
-from tests.conftest import Api, start_api
-from tests.stack import ACCOUNT_SID, AUTH_TOKEN, Stack, running_stack
+from tests.conftest import TWILIO, Api, running_api
+from tests.stack import Stack, running_stack
 from tests.test_messages_api import sms_tenant
 from tests.test_sms_e2e import message, wait_status
 
 
 @pytest.fixture
 async def api(make_settings: Callable[..., Settings]) -> AsyncIterator[Api]:
-    settings = make_settings(
-        DISPATCHER="off",
-        TWILIO_ACCOUNT_SID=ACCOUNT_SID,
-        TWILIO_AUTH_TOKEN=AUTH_TOKEN,
-        TWILIO_PHONE_NUMBER="+33939035761",
-        TWILIO_API_BASE="http://127.0.0.1:9",
-    )
-    app, client = await start_api(settings)
-    try:
-        yield Api(app, client)
-    finally:
-        await client.aclose()
-        await app.state.gateway.stop()
+    async with running_api(make_settings(**TWILIO)) as running:
+        yield running
 
 
 async def claimed_then_delivered(api: Api) -> tuple[Any, dict[str, str]]:

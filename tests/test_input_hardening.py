@@ -20,8 +20,7 @@ import uvicorn
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.sandbox.server import free_port
-from tests.conftest import ADMIN_KEY, Api, start_api
-from tests.stack import ACCOUNT_SID, AUTH_TOKEN
+from tests.conftest import ADMIN_KEY, TWILIO, Api, running_api
 from tests.test_http_errors import assert_error_shape
 
 CLIENT = "+33612345678"
@@ -31,19 +30,8 @@ JSON = {"content-type": "application/json"}
 
 @pytest.fixture
 async def api(make_settings: Callable[..., Settings]) -> AsyncIterator[Api]:
-    settings = make_settings(
-        TWILIO_ACCOUNT_SID=ACCOUNT_SID,
-        TWILIO_AUTH_TOKEN=AUTH_TOKEN,
-        TWILIO_PHONE_NUMBER="+33939035761",
-        TWILIO_API_BASE="http://127.0.0.1:9",
-        VAPI_WEBHOOK_SECRET=SECRET,
-    )
-    app, client = await start_api(settings)
-    try:
-        yield Api(app, client)
-    finally:
-        await client.aclose()
-        await app.state.gateway.stop()
+    async with running_api(make_settings(**TWILIO, VAPI_WEBHOOK_SECRET=SECRET)) as running:
+        yield running
 
 
 async def sms_tenant(api: Api, slug: str = "acme") -> dict[str, str]:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from gateway.config import Settings
-from tests.conftest import Api, start_api
+from tests.conftest import TWILIO, Api, running_api, start_api
 from tests.stack import ACCOUNT_SID, AUTH_TOKEN
 
 CLIENT = "+33612345678"
@@ -17,19 +17,8 @@ CLIENT = "+33612345678"
 
 @pytest.fixture
 async def api(make_settings: Callable[..., Settings]) -> AsyncIterator[Api]:
-    settings = make_settings(
-        DISPATCHER="off",
-        TWILIO_ACCOUNT_SID=ACCOUNT_SID,
-        TWILIO_AUTH_TOKEN=AUTH_TOKEN,
-        TWILIO_PHONE_NUMBER="+33939035761",
-        TWILIO_API_BASE="http://127.0.0.1:9",
-    )
-    app, client = await start_api(settings)
-    try:
-        yield Api(app, client)
-    finally:
-        await client.aclose()
-        await app.state.gateway.stop()
+    async with running_api(make_settings(**TWILIO)) as running:
+        yield running
 
 
 async def sms_tenant(api: Api, slug: str = "acme") -> dict[str, str]:

@@ -15,8 +15,7 @@ import pytest
 from gateway.config import Settings
 from gateway.regions import region_for_timezone, tenant_region
 from gateway.validation import normalize_e164
-from tests.conftest import Api, start_api
-from tests.stack import ACCOUNT_SID, AUTH_TOKEN
+from tests.conftest import TWILIO, Api, running_api
 
 NATIONAL = "06 12 34 56 78"
 E164 = "+33612345678"
@@ -75,18 +74,8 @@ def test_normalize_e164_refuses_what_it_cannot_read(number: str, region: str | N
 
 @pytest.fixture
 async def api(make_settings: Callable[..., Settings]) -> AsyncIterator[Api]:
-    settings = make_settings(
-        TWILIO_ACCOUNT_SID=ACCOUNT_SID,
-        TWILIO_AUTH_TOKEN=AUTH_TOKEN,
-        TWILIO_PHONE_NUMBER="+33939035761",
-        TWILIO_API_BASE="http://127.0.0.1:9",
-    )
-    app, client = await start_api(settings)
-    try:
-        yield Api(app, client)
-    finally:
-        await client.aclose()
-        await app.state.gateway.stop()
+    async with running_api(make_settings(**TWILIO)) as running:
+        yield running
 
 
 async def tenant(

@@ -16,18 +16,16 @@ import logging
 import sqlite3
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gateway.channels.base import Adapter, Lookup, ProviderError, ProviderMessage
 from gateway.config import Settings
 from gateway.db import Database
 from gateway.ids import iso, now_iso, parse_iso
 from gateway.services import pricing
+from gateway.services.dispatch_options import DispatchSettings
 from gateway.services.message_status import PRICED, TWILIO_STATUS, StatusReport, apply_report
 from gateway.store import messages as store
-
-if TYPE_CHECKING:
-    from gateway.services.dispatcher import DispatchSettings
 
 log = logging.getLogger("gateway.followups")
 
