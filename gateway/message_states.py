@@ -14,6 +14,8 @@ the rule holds inside the database transaction, not only in the process that rea
 
 from __future__ import annotations
 
+import functools
+
 MESSAGE_RANK = {
     "queued": 0,
     "sending": 1,
@@ -37,6 +39,7 @@ def may_move(current: str, new: str) -> bool:
     return MESSAGE_RANK.get(new, -1) > MESSAGE_RANK.get(current, -1)
 
 
+@functools.lru_cache(maxsize=128)
 def sources(new: str, only_from: frozenset[str] | None = None) -> tuple[str, ...]:
     """The statuses a message may be in for a move to `new` to apply, optionally narrowed
     to `only_from` (the dispatcher acts only on the sends it owns)."""

@@ -40,7 +40,7 @@ from gateway.channels.base import (
 from gateway.config import Settings
 from gateway.db import Database, TenantDB
 from gateway.errors import ApiError
-from gateway.ids import iso, now_iso, parse_iso
+from gateway.ids import later_iso, now_iso, parse_iso
 from gateway.metrics import Metrics
 from gateway.services import pricing
 from gateway.services.channel_config import ChannelConfigService, ChannelState
@@ -75,10 +75,6 @@ class Pacer:
 def backoff(attempt: int, base: float, cap: float) -> float:
     """Exponential backoff with full jitter (AWS architecture blog's recommendation)."""
     return random.uniform(0, min(cap, base * (2 ** max(0, attempt - 1))))
-
-
-def later(seconds: float) -> str:
-    return iso(parse_iso(now_iso()) + timedelta(seconds=seconds))
 
 
 def _unknown_outcome(why: str) -> ProviderError:
@@ -322,39 +318,42 @@ class Dispatcher:
             "needs_reconciliation": 0,
             "next_attempt_at": None,
             "provider_status": result.provider_status,
-            "sent_at": now,
             "updated_at": now,
         }
+        fill = {"provider_message_id": sid, "sent_at": now}
         if result.num_segments and row["channel"] == "sms" and row["price_per_unit"] is not None:
             fields["num_segments"] = result.num_segments
             fields["billed_cost"] = pricing.billed_cost(row["price_per_unit"], result.num_segments)
         if self.followups.can_poll(row) and self.options.status_poll > 0:
-            fields["poll_due_at"] = later(self.options.status_poll)
+            fields["poll_due_at"] = later_iso(self.options.status_poll)
+        payload: dict[str, Any] = {"provider_message_id": sid, "attempt": row["attempts"]}
+        if reconciled:
+            payload["reconciled"] = "found at the provider"
+
+        def record(conn: sqlite3.Connection) -> bool:
+            moved = store.move(conn, row["id"], "sent", fields, only_from=_UNFINISHED, fill=fill)
+            if not moved:  # a callback got there first: keep what it said
+                conn.execute(
+                    "UPDATE channel_messages_log SET needs_reconciliation = 0, "
+                    "provider_message_id = COALESCE(provider_message_id, ?) WHERE id = ?",
+                    (sid, row["id"]),
+                )
+            store.insert_event(conn, row["id"], row["tenant_id"], source, "sent", moved, payload)
+            return True
 
         def write(conn: sqlite3.Connection) -> bool:
-            holder = store.holder_of(conn, result.provider, sid)
-            if holder is not None and holder != row["id"]:
+            try:
+                return record(conn)
+            except sqlite3.IntegrityError:  # another message holds that provider id
+                holder = store.holder_of(conn, result.provider, sid)
+                if holder is None or holder == row["id"]:
+                    raise
                 if reconciled:
                     return False  # a twin took it meanwhile
                 # the provider just answered us with this id: a reconciliation that gave it
                 # to a twin guessed wrong; the twin is looked up again
                 store.exchange_provider_id(conn, sid, holder=holder, owner=row["id"], now=now)
-            current = conn.execute(
-                "SELECT provider_message_id, sent_at FROM channel_messages_log WHERE id = ?",
-                (row["id"],),
-            ).fetchone()
-            if current["provider_message_id"] is None:
-                store.update_message(conn, row["id"], {"provider_message_id": sid})
-            if current["sent_at"] is not None:
-                fields.pop("sent_at")
-            moved = store.move(conn, row["id"], "sent", fields, only_from=_UNFINISHED)
-            if not moved:  # a callback got there first: keep what it said
-                store.update_message(conn, row["id"], {"needs_reconciliation": 0})
-            payload: dict[str, Any] = {"provider_message_id": sid, "attempt": row["attempts"]}
-            if reconciled:
-                payload["reconciled"] = "found at the provider"
-            store.insert_event(conn, row["id"], row["tenant_id"], source, "sent", moved, payload)
-            return True
+                return record(conn)
 
         adopted = await self.db.write_fn(write)
         if adopted:
@@ -383,7 +382,7 @@ class Dispatcher:
             row,
             "queued",
             {
-                "next_attempt_at": later(delay),
+                "next_attempt_at": later_iso(delay),
                 "error_code": exc.code,
                 "failure_reason": exc.reason,
                 "needs_reconciliation": 0,
@@ -401,7 +400,9 @@ class Dispatcher:
             "sending",
             {
                 "needs_reconciliation": 1,
-                "next_attempt_at": later(self.options.reconcile_delay if delay is None else delay),
+                "next_attempt_at": later_iso(
+                    self.options.reconcile_delay if delay is None else delay
+                ),
                 "failure_reason": f"outcome unknown: {exc.reason}",
             },
             {"reconcile": True, "error": exc.reason},

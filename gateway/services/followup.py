@@ -15,13 +15,12 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
 from gateway.channels.base import Adapter, Lookup, ProviderError, ProviderMessage
 from gateway.config import Settings
 from gateway.db import Database
-from gateway.ids import iso, now_iso, parse_iso
+from gateway.ids import later_iso, now_iso
 from gateway.services import pricing
 from gateway.services.dispatch_options import DispatchSettings
 from gateway.services.message_status import PRICED, TWILIO_STATUS, StatusReport, apply_report
@@ -30,10 +29,6 @@ from gateway.store import messages as store
 log = logging.getLogger("gateway.followups")
 
 _MAX_POLL_INTERVAL = 6 * 3600.0
-
-
-def _later(seconds: float) -> str:
-    return iso(parse_iso(now_iso()) + timedelta(seconds=seconds))
 
 
 class Followups:
@@ -116,7 +111,7 @@ class Followups:
         fields: dict[str, Any] = {"poll_checks": checks}
         if checks < self.options.poll_checks:
             interval = min(self.options.status_poll * 2**checks, _MAX_POLL_INTERVAL)
-            fields["poll_due_at"] = _later(interval)
+            fields["poll_due_at"] = later_iso(interval)
         await self.db.write_fn(lambda c: store.update_message(c, message_id, fields))
 
     # -- prices -----------------------------------------------------------------------------
@@ -142,7 +137,7 @@ class Followups:
         if cost is None:
             fields: dict[str, Any] = {"price_checks": checks}
             if checks < self.options.price_checks:
-                fields["price_due_at"] = _later(self.options.price_delay * checks)
+                fields["price_due_at"] = later_iso(self.options.price_delay * checks)
             await self.db.write_fn(lambda c: store.update_message(c, row["id"], fields))
             return
         assert found is not None

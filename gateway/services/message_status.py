@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
-from gateway.ids import iso, now_iso, parse_iso
+from gateway.ids import later_iso, now_iso
 from gateway.store import messages as store
 
 TWILIO_STATUS = {
@@ -96,9 +95,9 @@ def apply_report(
     if report.status in store.FINAL:
         fields["poll_due_at"] = None
         if priced and row["provider_cost"] is None:
-            fields["price_due_at"] = _later(price_delay)
+            fields["price_due_at"] = later_iso(price_delay)
     elif priced and poll_delay is not None and row["poll_due_at"] is None:
-        fields["poll_due_at"] = _later(poll_delay)
+        fields["poll_due_at"] = later_iso(poll_delay)
     if report.status in ("sent", "delivered", "read", "undelivered", "failed"):
         # the provider has it: nothing is left to reconcile, nothing to retry
         fields.update(needs_reconciliation=0, next_attempt_at=None)
@@ -107,10 +106,6 @@ def apply_report(
         conn, row["id"], row["tenant_id"], report.source, report.status, changed, report.payload
     )
     return Applied(row["id"], row["tenant_id"], row["channel"], report.status, changed)
-
-
-def _later(seconds: float) -> str:
-    return iso(parse_iso(now_iso()) + timedelta(seconds=seconds))
 
 
 def _take_provider_id(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Sequence
@@ -272,10 +273,12 @@ def move(
     fields: dict[str, Any] | None = None,
     *,
     only_from: frozenset[str] | None = None,
+    fill: dict[str, Any] | None = None,
 ) -> bool:
-    """The one way a message's status changes: set `status` (and `fields` with it) only when
-    the rule of gateway/message_states.py allows the move from the status the row has now,
-    in the database, at the moment of the write. Returns whether the move applied.
+    """The one way a message's status changes: set `status` (and `fields` with it; `fill`
+    only where still empty) only when the rule of gateway/message_states.py allows the move
+    from the status the row has now, in the database, at the moment of the write. Returns
+    whether the move applied.
 
     A move back to `queued` also needs the row to have no provider message id: once a
     provider has taken a message, it is never sent again."""
@@ -283,15 +286,24 @@ def move(
     if not allowed:
         return False
     values = {**(fields or {}), "status": status}
-    assignments = ", ".join(f"{name} = :{name}" for name in values)
-    marks = ", ".join(f":_from{n}" for n in range(len(allowed)))
+    extra = fill or {}
+    sql = _move_sql(status, tuple(values), tuple(extra), allowed)
+    params = {**values, **{f"_fill_{k}": v for k, v in extra.items()}, "_id": message_id}
+    return bool(conn.execute(sql, params).rowcount)
+
+
+@functools.lru_cache(maxsize=256)
+def _move_sql(
+    status: str, names: tuple[str, ...], filled: tuple[str, ...], allowed: tuple[str, ...]
+) -> str:
+    assignments = [f"{name} = :{name}" for name in names]
+    assignments += [f"{name} = COALESCE({name}, :_fill_{name})" for name in filled]
+    marks = ", ".join(f"'{s}'" for s in allowed)  # statuses of our own ladder, not input
     guard = " AND provider_message_id IS NULL" if status == "queued" else ""
-    changed = conn.execute(
-        f"UPDATE channel_messages_log SET {assignments} "
-        f"WHERE id = :_id AND status IN ({marks}){guard}",
-        {**values, "_id": message_id, **{f"_from{n}": s for n, s in enumerate(allowed)}},
-    ).rowcount
-    return bool(changed)
+    return (
+        f"UPDATE channel_messages_log SET {', '.join(assignments)} "
+        f"WHERE id = :_id AND status IN ({marks}){guard}"
+    )
 
 
 def current_status(conn: sqlite3.Connection, message_id: str) -> str | None:
