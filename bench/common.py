@@ -316,7 +316,6 @@ name = "channel-gateway-bench"
 SMS_PRICE_PER_SEGMENT = "0.07"
 CALL_PRICE_PER_MINUTE = "0.15"
 USD_EUR_RATE = "0.92"
-DEFAULT_TIMEZONE = "Europe/Paris"
 
 [[d1_databases]]
 binding = "DB"

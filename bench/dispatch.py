@@ -80,11 +80,11 @@ def _requests(tenants: list[common.Tenant], count: int, unique: bool) -> list[Re
 
 
 async def _adapter_ceiling(twilio: str, concurrency: int, count: int) -> tuple[float, float]:
-    """(sends per second, CPU µs per send) of TwilioSmsAdapter alone against the emulator."""
-    from gateway.channels.base import OutboundMessage
-    from gateway.channels.twilio_sms import TwilioSmsAdapter
+    """(sends per second, CPU µs per send) of TwilioSms alone against the emulator."""
+    from gateway.providers.base import OutboundMessage
+    from gateway.providers.twilio.sms import TwilioSms
 
-    adapter = TwilioSmsAdapter(common.ACCOUNT_SID, common.AUTH_TOKEN, twilio)
+    adapter = TwilioSms(common.ACCOUNT_SID, common.AUTH_TOKEN, twilio)
     message = OutboundMessage(
         id="msg_bench",
         tenant_id="ten_bench",
@@ -287,7 +287,7 @@ def main() -> None:
                     f"{rss.get('VmRSS', 0) / 1024:.0f} / {rss.get('VmHWM', 0) / 1024:.0f} MiB",
                 ],
                 [
-                    f"client ceiling: TwilioSmsAdapter alone, {args.concurrency} in flight, "
+                    f"client ceiling: TwilioSms alone, {args.concurrency} in flight, "
                     "on the server's core",
                     f"{ceiling_rate:,.0f} sends/s, {ceiling_cpu:,.0f} µs CPU per send",
                 ],

@@ -13,13 +13,9 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway import migrations
-from gateway.channels.registry import Adapters
 from gateway.config import Settings
-from gateway.db import Database
 from gateway.errors import ApiError
 from gateway.http_server import read_deadlines, uvicorn_options
-from gateway.metrics import Metrics
 from gateway.middleware import BodyDeadlineMiddleware, BodyLimitMiddleware, RequestLogMiddleware
 from gateway.openapi import build_openapi
 from gateway.routes import (
@@ -31,24 +27,10 @@ from gateway.routes import (
     messages,
     ops,
     vapi,
-    voice,
     webhooks,
 )
 from gateway.routing import Endpoint, allowed_methods
-from gateway.services.booking import BookingService
-from gateway.services.channel_config import ChannelConfigService
-from gateway.services.channel_tests import ChannelTests
-from gateway.services.cron import Scheduler
-from gateway.services.dispatcher import Dispatcher, DispatchSettings
-from gateway.services.inbound import InboundService
-from gateway.services.messaging import MessagingService
-from gateway.services.numbers import operator_numbers
-from gateway.services.ratelimit import CHANNEL_TEST_LIMIT, TokenBuckets
-from gateway.services.reminders import Reminders
-from gateway.services.tenants import check_keyring
-from gateway.services.vapi_server import VapiServer
-from gateway.services.vapi_tools import TOOLS
-from gateway.services.voice import VoiceService
+from gateway.wiring import Gateway
 
 log = logging.getLogger("gateway")
 VERSION = "0.1.0"
@@ -72,83 +54,11 @@ def all_endpoints() -> list[Endpoint]:
         *channels.ENDPOINTS,
         *messages.ENDPOINTS,
         *webhooks.ENDPOINTS,
-        *voice.ENDPOINTS,
         *booking.ENDPOINTS,
         *crm.ENDPOINTS,
         *vapi.ENDPOINTS,
         *analytics.ENDPOINTS,
     ]
-
-
-class Gateway:
-    """Everything a handler needs, built once per app."""
-
-    def __init__(self, settings: Settings, endpoints: list[Endpoint]) -> None:
-        self.settings = settings
-        self.db = Database(settings.database_path, settings.integer("READ_CONNECTIONS"))
-        self.channels = ChannelConfigService(settings)
-        self.metrics = Metrics()
-        self.adapters = Adapters(settings)
-        self.dispatch_options = DispatchSettings.from_settings(settings)
-        self.dispatcher = Dispatcher(
-            self.db, settings, self.channels, self.adapters, self.metrics, self.dispatch_options
-        )
-        self.messaging = MessagingService(settings, self.channels, self.metrics, self._wake)
-        self.inbound = InboundService(
-            self.db,
-            self.metrics,
-            self.dispatch_options.price_delay,
-            self.dispatch_options.status_poll or None,
-            operator_numbers(settings),
-        )
-        self.reminders = Reminders(self.db, self.channels, self.messaging)
-        self.booking = BookingService(self.db, self.channels)
-        self.booking.on_booked = self.reminders.confirm
-        self.scheduler = Scheduler(settings.crons, self.cron_tick)
-        self.vapi = VapiServer(self, TOOLS)
-        self.voice = VoiceService(self.db, settings, self.channels)
-        rule = settings.ratelimit("SEND_RATE_LIMITER")
-        self.send_limiter = TokenBuckets(rule) if rule else None
-        test_rule = settings.ratelimit("CHANNEL_TEST_RATE_LIMITER") or CHANNEL_TEST_LIMIT
-        self.channel_tests = ChannelTests(
-            self.channels,
-            self.adapters,
-            send_limiter=self.send_limiter,
-            test_limiter=TokenBuckets(test_rule, what="channel tests"),
-        )
-        self.openapi = build_openapi(endpoints, "Channel Gateway", VERSION)
-        self.run_dispatcher = settings.get("DISPATCHER", "on") != "off"
-
-    async def cron_tick(self) -> dict[str, int]:
-        """What `[triggers] crons` runs: the reminders that are due."""
-        return {"reminders": await self.reminders.tick()}
-
-    def _wake(self) -> None:
-        self.dispatcher.wake()
-
-    def check_send_rate(self, tenant_id: str) -> None:
-        if self.send_limiter is not None:
-            self.send_limiter.check(tenant_id)
-
-    async def start(self) -> None:
-        migrations.apply_migrations(
-            self.settings.database_path,
-            self.settings.migrations_dir,
-            self.settings.migrations_table,
-        )
-        self.db.start()
-        await check_keyring(self.db, self.settings.keyring)
-        if self.run_dispatcher:
-            await self.dispatcher.start()
-            self.scheduler.start()
-
-    async def stop(self) -> None:
-        if self.run_dispatcher:
-            await self.scheduler.stop()
-            await self.dispatcher.stop()
-        await self.adapters.aclose()
-        await self.voice.aclose()
-        await self.db.close()
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -179,7 +89,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 def create_app(settings: Settings) -> Starlette:
     endpoints = all_endpoints()
     deadlines = read_deadlines(settings)
-    gateway = Gateway(settings, endpoints)
+    gateway = Gateway(settings)
+    gateway.openapi = build_openapi(endpoints, "Channel Gateway", VERSION)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
 from datetime import timedelta
 
 from starlette.requests import Request
@@ -11,20 +10,16 @@ from starlette.requests import Request
 from gateway.db import Database, TenantDB
 from gateway.errors import Forbidden, Unauthorized
 from gateway.ids import now_iso, parse_iso
+from gateway.services.principal import TenantPrincipal
 from gateway.services.tenants import hash_key
 from gateway.store import tenants as store
 from gateway.store.tenants import Tenant
 
+__all__ = ["TenantPrincipal", "require_admin", "require_tenant"]
+
 # last_used_at is bookkeeping, not an audit log: refreshing it at most once a minute keeps a
 # write off the hot path of every authenticated request.
 _TOUCH_INTERVAL = timedelta(seconds=60)
-
-
-@dataclass(frozen=True)
-class TenantPrincipal:
-    tenant: Tenant
-    key_id: str
-    db: TenantDB
 
 
 def _bearer(request: Request) -> str:

@@ -98,9 +98,36 @@ class PhoneConfig(_Model):
     booking: BookingSettings = Field(default_factory=BookingSettings)
 
 
+VapiMode = Literal["bypass", "sip"]
+VapiRef = Annotated[str, Field(min_length=1, max_length=100)]
+# `sip:<user>@<host>`: a user part of SIP's unreserved characters, no parameters or headers
+SipUri = Annotated[
+    str,
+    Field(
+        pattern=r"^sip:[A-Za-z0-9._~-]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$",
+        max_length=200,
+        examples=["sip:4f6c0e2a9b7d4c1e8a5f3b2d6c9e0a17@sip.vapi.ai"],
+    ),
+]
+
+
 class PhoneOperatorConfig(_Model):
-    vapi_assistant_id: Annotated[str, Field(min_length=1, max_length=100)] | None = None
-    vapi_phone_number_id: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    vapi_mode: VapiMode = Field(
+        "bypass",
+        description="How a call reaches the tenant's assistant: `bypass` (the gateway creates "
+        "the Vapi call and returns Vapi's TwiML) or `sip` (Twilio dials the tenant's Vapi SIP "
+        "address, set by provisioning)",
+    )
+    vapi_assistant_id: VapiRef | None = None
+    vapi_phone_number_id: VapiRef | None = Field(
+        None, description="bypass: the Vapi phone number the calls are created on"
+    )
+    vapi_sip_uri: SipUri | None = Field(
+        None, description="sip: the tenant's Vapi SIP address (set by provisioning)"
+    )
+    vapi_sip_phone_number_id: VapiRef | None = Field(
+        None, description="sip: the Vapi phone number of that address (set by provisioning)"
+    )
     dedicated_numbers: NumberList = Field(default_factory=list)
     price_per_minute: Price | None = None
 
@@ -124,9 +151,25 @@ class SmsConfig(_Model):
     default_message_type: MessageType = "transactional"
 
 
+def _provider_names(names: list[str]) -> list[str]:
+    if len(set(names)) != len(names):
+        raise ValueError("names a provider twice")
+    return names
+
+
+ProviderName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+
+
 class SmsOperatorConfig(_Model):
     sender: Annotated[str, AfterValidator(_sender)] | None = None
     price_per_segment: Price | None = None
+    # this tenant's SMS providers in order (failover), instead of SMS_PROVIDERS
+    providers: (
+        Annotated[
+            list[ProviderName], Field(min_length=1, max_length=8), AfterValidator(_provider_names)
+        ]
+        | None
+    ) = None
 
 
 class EmailConfig(_Model):
@@ -205,7 +248,10 @@ def missing_fields(
 
     if channel == "phone":
         need("vapi_assistant_id", settings.get("vapi_assistant_id"))
-        need("vapi_phone_number_id", settings.get("vapi_phone_number_id"))
+        if settings.get("vapi_mode") == "sip":
+            need("vapi_sip_uri", settings.get("vapi_sip_uri"))
+        else:
+            need("vapi_phone_number_id", settings.get("vapi_phone_number_id"))
         need(
             "forwarding_numbers",
             settings.get("forwarding_numbers") or settings.get("dedicated_numbers"),

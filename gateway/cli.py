@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
+import importlib.util
 import json
 import sqlite3
 import sys
@@ -23,6 +25,7 @@ from gateway.db import Database, TenantDB
 from gateway.errors import ApiError, ConfigError, ValidationFailed
 from gateway.logs import configure_logging
 from gateway.services import tenants as tenant_service
+from gateway.settings_model import reveal
 from gateway.store import channels as channel_store
 from gateway.store import tenants as tenant_store
 
@@ -189,9 +192,9 @@ def _serve(settings: Settings, host: str, port: int) -> None:
 async def _cron_tick(settings: Settings) -> Any:
     """One tick with the gateway's own services; the messages it accepts are sent by the
     running server's dispatcher (or by the next one to start)."""
-    from gateway.app import Gateway
+    from gateway.wiring import Gateway
 
-    gateway = Gateway(settings, [])
+    gateway = Gateway(settings)
     gateway.run_dispatcher = False
     await gateway.start()
     try:
@@ -201,10 +204,10 @@ async def _cron_tick(settings: Settings) -> Any:
 
 
 async def _assistant_sync(settings: Settings, tenant_ref: str) -> Any:
-    from gateway.app import Gateway
     from gateway.services.provisioning import sync_assistant
+    from gateway.wiring import Gateway
 
-    gateway = Gateway(settings, [])
+    gateway = Gateway(settings)
     gateway.run_dispatcher = False
     await gateway.start()
     try:
@@ -235,7 +238,7 @@ def _tenant_create(args: argparse.Namespace) -> Callable[[Database], Awaitable[A
 
 def _keyring_entries(settings: Settings) -> list[tuple[str, str]]:
     """The configured keys as (id, key as written), primary first."""
-    keys = settings.get("ENCRYPTION_KEYS")
+    keys = reveal(settings.typed.encryption_keys)
     if keys:
         return [
             (key_id.strip(), raw.strip())
@@ -243,7 +246,9 @@ def _keyring_entries(settings: Settings) -> list[tuple[str, str]]:
         ]
     from gateway.crypto import decode_key
 
-    raw = settings.require("ENCRYPTION_KEY")
+    raw = reveal(settings.typed.encryption_key)
+    if raw is None:  # load_settings refuses settings without either
+        raise ConfigError("ENCRYPTION_KEY or ENCRYPTION_KEYS must be set")
     return [(fingerprint_id(decode_key(raw, "ENCRYPTION_KEY")), raw.strip())]
 
 
@@ -292,6 +297,13 @@ def _keyring(settings: Settings, action: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("sandbox", "demo") and _emulators_missing(args.command):
+        print(
+            f"gateway: {args.command} runs the provider emulators, development tooling that "
+            "is not installed here: from a checkout of the project, pip install -e '.[sandbox]'",
+            file=sys.stderr,
+        )
+        return 2
     if args.command == "demo":
         # Nothing of the project is read or written: the demo brings its own settings.
         configure_logging("WARNING")
@@ -301,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.get("LOG_LEVEL", "INFO") or "INFO")
+    configure_logging(settings.typed.log_level)
     if settings.generated:
         generated = [
             f"{name} (key id {settings.keyring.primary_id})" if name == "ENCRYPTION_KEY" else name
@@ -315,6 +327,20 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     return _one_line_errors(lambda: _dispatch(args, settings))
+
+
+def _emulators_missing(command: str) -> bool:
+    """Whether the emulators are absent: they are not in the wheel (an editable install of a
+    checkout has them), and `sandbox` also needs aiosmtpd, the `sandbox` extra."""
+    try:
+        if command == "sandbox":
+            importlib.import_module("gateway.sandbox.runner")
+        return importlib.util.find_spec("gateway.sandbox") is None
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing.partition(".")[0] == "aiosmtpd" or missing.startswith("gateway.sandbox"):
+            return True
+        raise
 
 
 def _one_line_errors(command: Callable[[], int]) -> int:
@@ -361,19 +387,17 @@ def _demo(args: argparse.Namespace) -> int:
 def _sandbox(settings: Settings, args: argparse.Namespace) -> None:
     from gateway.sandbox import runner
 
-    def own(name: str, default: str) -> str:
-        return settings.get(name) or default
-
+    typed = settings.typed
     config = runner.SandboxConfig(
         host=args.host,
         base_port=args.base_port,
         gateway_url=settings.public_base_url,
         state_dir=settings.root / ".state",
-        account_sid=own("TWILIO_ACCOUNT_SID", runner.ACCOUNT_SID),
-        auth_token=own("TWILIO_AUTH_TOKEN", runner.AUTH_TOKEN),
-        phone_number=own("TWILIO_PHONE_NUMBER", runner.PHONE_NUMBER),
-        vapi_api_key=own("VAPI_API_KEY", runner.VAPI_API_KEY),
-        vapi_webhook_secret=own("VAPI_WEBHOOK_SECRET", runner.VAPI_WEBHOOK_SECRET),
+        account_sid=typed.twilio_account_sid or runner.ACCOUNT_SID,
+        auth_token=reveal(typed.twilio_auth_token) or runner.AUTH_TOKEN,
+        phone_number=typed.twilio_phone_number or runner.PHONE_NUMBER,
+        vapi_api_key=reveal(typed.vapi_api_key) or runner.VAPI_API_KEY,
+        vapi_webhook_secret=reveal(typed.vapi_webhook_secret) or runner.VAPI_WEBHOOK_SECRET,
         whatsapp_numbers=runner.parse_whatsapp_numbers(args.whatsapp),
     )
     if args.print_settings:

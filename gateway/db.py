@@ -93,7 +93,6 @@ class Database:
         self._reader_conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self.commits = 0
-        self.writes = 0
 
     def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -177,7 +176,6 @@ class Database:
             _deliver([(job, False, exc) for job in batch])
             return
         self.commits += 1
-        self.writes += len(batch)
         _deliver(outcomes)
 
     async def write_fn(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -243,9 +241,6 @@ class Database:
             lambda conn: conn.execute(sql, params).fetchone()
         )
         return rows
-
-    async def scope(self, tenant_id: str) -> TenantDB:
-        return TenantDB(self, tenant_id)
 
 
 class TenantScopeError(RuntimeError):

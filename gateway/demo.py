@@ -11,7 +11,8 @@ folder (removed at the end), each on a free port of 127.0.0.1, then plays every 
 4. the confirmation SMS goes out through the Twilio emulator, whose status callbacks carry it
    to `delivered`, and its price gives the cost and margin;
 
-and prints the call, the message and the KPIs the tenant's API answers.
+and prints the call, the message and the KPIs the tenant's API answers. The emulators are
+development tooling (not in the runtime wheel): they are imported when the demo runs.
 """
 
 from __future__ import annotations
@@ -27,17 +28,17 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from zoneinfo import ZoneInfo
 
 import httpx
 
 from gateway.app import create_app
 from gateway.config import load_settings
-from gateway.sandbox.server import ServerThread, free_port
-from gateway.sandbox.twilio_api import TwilioSandbox
-from gateway.sandbox.twilio_webhooks import post_signed_form, voice_call_params
-from gateway.sandbox.vapi_api import VapiSandbox, VapiServerMessenger, vapi_call
+
+if TYPE_CHECKING:
+    from gateway.sandbox.twilio_api import TwilioSandbox
+    from gateway.sandbox.vapi_api import VapiSandbox
 
 ACCOUNT_SID = "AC" + "de" * 16
 AUTH_TOKEN = "demo-twilio-auth-token"
@@ -69,6 +70,10 @@ class _Stack:
 
 @contextmanager
 def _running_stack(callback_delay: float) -> Iterator[_Stack]:
+    from gateway.sandbox.server import ServerThread, free_port
+    from gateway.sandbox.twilio_api import TwilioSandbox
+    from gateway.sandbox.vapi_api import VapiSandbox
+
     with ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gateway-demo-")))
         twilio = TwilioSandbox(ACCOUNT_SID, AUTH_TOKEN, callback_delay=callback_delay)
@@ -177,6 +182,9 @@ class _Story:
         return str(assistant)
 
     async def call(self, assistant: str) -> dict[str, Any]:
+        from gateway.sandbox.twilio_webhooks import post_signed_form, voice_call_params
+        from gateway.sandbox.vapi_api import vapi_call
+
         params = voice_call_params(CALLER, SHARED_LINE, ACCOUNT_SID, forwarded_from=BUSINESS_NUMBER)
         url = f"{self.stack.url}/webhooks/twilio/voice"
         answer = await post_signed_form(self.http, url, params, AUTH_TOKEN)
@@ -193,6 +201,8 @@ class _Story:
         return vapi_call(assistant, CALLER, call_id=bridged["id"], phone_number_id=VAPI_NUMBER_ID)
 
     async def conversation(self, call: dict[str, Any]) -> None:
+        from gateway.sandbox.vapi_api import VapiServerMessenger
+
         vapi = VapiServerMessenger(f"{self.stack.url}/api/vapi/functions", VAPI_SECRET, self.http)
         day = (datetime.now(ZoneInfo(TIMEZONE)) + timedelta(days=1)).date().isoformat()
         offered = _result(

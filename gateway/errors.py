@@ -5,7 +5,6 @@ ApiError                      -> {"error": {"code", "message", "details"}} with 
  ├── Unauthorized             401  missing or unknown key
  ├── Forbidden                403  key of the wrong kind, bad webhook signature
  ├── NotFound                 404  unknown route or object (also another tenant's object)
- ├── MethodNotAllowed         405
  ├── RequestTimeout           408  the request body did not arrive in time
  ├── Conflict                 409  state conflict (channel not configured, number taken…)
  ├── PayloadTooLarge          413
@@ -67,11 +66,6 @@ class Forbidden(ApiError):
 class NotFound(ApiError):
     status = 404
     code = "not_found"
-
-
-class MethodNotAllowed(ApiError):
-    status = 405
-    code = "method_not_allowed"
 
 
 class Conflict(ApiError):

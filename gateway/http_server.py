@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import Settings
-from gateway.errors import ConfigError
+from gateway.settings_model import default_of
 
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _HttpProtocol
@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover - uvicorn without its [standard] extra
 
 KEEP_ALIVE_SECONDS = 5
 MAX_HEADER_BYTES = 64 * 1024
-_DEFAULTS = {"HEADER_READ_TIMEOUT_SECONDS": 10.0, "BODY_READ_TIMEOUT_SECONDS": 10.0}
+_HEADER_TIMEOUT: float = default_of("HEADER_READ_TIMEOUT_SECONDS")
 
 
 @dataclass(frozen=True)
@@ -40,17 +40,8 @@ class ReadDeadlines:
 
 
 def read_deadlines(settings: Settings) -> ReadDeadlines:
-    values: dict[str, float] = {}
-    for name, default in _DEFAULTS.items():
-        raw = settings.get(name)
-        try:
-            value = float(raw) if raw is not None else default
-        except ValueError:
-            raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
-        if not 0 < value <= 3600:
-            raise ConfigError(f"{name} must be more than 0 and at most 3600 seconds")
-        values[name] = value
-    return ReadDeadlines(values["HEADER_READ_TIMEOUT_SECONDS"], values["BODY_READ_TIMEOUT_SECONDS"])
+    typed = settings.typed  # both checked at start-up: more than 0, at most 3600
+    return ReadDeadlines(typed.header_read_timeout_seconds, typed.body_read_timeout_seconds)
 
 
 def _raw_error(status: int, reason: str, code: str, message: str) -> bytes:
@@ -65,7 +56,7 @@ def _raw_error(status: int, reason: str, code: str, message: str) -> bytes:
 class HeaderDeadlineProtocol(_HttpProtocol):
     """uvicorn's HTTP protocol, with a deadline and a size limit on reading headers."""
 
-    header_timeout: float = 10.0
+    header_timeout: float = _HEADER_TIMEOUT
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._header_timer: asyncio.TimerHandle | None = None
@@ -142,9 +133,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     return server_options(read_deadlines(settings).headers)
 
 
-def server_options(
-    header_timeout: float = _DEFAULTS["HEADER_READ_TIMEOUT_SECONDS"],
-) -> dict[str, Any]:
+def server_options(header_timeout: float = _HEADER_TIMEOUT) -> dict[str, Any]:
     """The uvicorn options of any server run like the gateway (bench/ceiling.py too)."""
     protocol = type(
         "HeaderDeadlineProtocol", (HeaderDeadlineProtocol,), {"header_timeout": header_timeout}

@@ -52,5 +52,18 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
 
+        self.failovers = Counter(
+            "gateway_sms_failovers",
+            "SMS handed from one provider to another before being sent",
+            ["from_provider", "to_provider"],
+            registry=self.registry,
+        )
+        self.circuit_open = Gauge(
+            "gateway_sms_provider_circuit_open",
+            "1 while a provider's circuit is open (it failed SMS_FAILOVER_AFTER times in a row)",
+            ["provider"],
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

@@ -30,12 +30,22 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 
+class _SmtpSettings(Protocol):
+    """The two settings the guard reads (`gateway.settings_model.GatewaySettings` has them,
+    validated at start-up; this module sits below it, since it parses the ports)."""
+
+    @property
+    def smtp_allow_private_hosts(self) -> bool: ...
+
+    @property
+    def smtp_ports(self) -> frozenset[int] | None: ...
+
+
 class _Settings(Protocol):
-    """The two settings the guard reads (gateway.config.Settings has them)."""
+    """`gateway.config.Settings`: the typed settings are `typed`."""
 
-    def flag(self, name: str) -> bool: ...
-
-    def require(self, name: str) -> str: ...
+    @property
+    def typed(self) -> _SmtpSettings: ...
 
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -156,8 +166,8 @@ class HostGuard:
     @classmethod
     def from_settings(cls, settings: _Settings, resolver: Resolver | None = None) -> HostGuard:
         return cls(
-            allow_private=settings.flag("SMTP_ALLOW_PRIVATE_HOSTS"),
-            ports=parse_ports(settings.require("SMTP_ALLOWED_PORTS")),
+            allow_private=settings.typed.smtp_allow_private_hosts,
+            ports=settings.typed.smtp_ports,
             resolver=resolver or system_resolver,
         )
 

@@ -15,12 +15,13 @@ from starlette.routing import BaseRoute, Match, Route
 from starlette.types import Scope
 
 from gateway.auth import TenantPrincipal, require_admin, require_tenant
-from gateway.errors import UnsupportedMediaType, ValidationFailed
+from gateway.errors import UnsupportedMediaType
 from gateway.regions import tenant_region
+from gateway.store.paging import encode_cursor
 from gateway.validation import parse_json, validate_model, validation_context
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.wiring import Gateway
 
 Auth = Literal["tenant", "admin", "none", "signature"]
 _JSON_TYPE = re.compile(r"^application/([\w.+-]+\+)?json\s*(;.*)?$", re.IGNORECASE)
@@ -127,15 +128,7 @@ def page_response(
     name: str, rows: Sequence[Any], limit: int, shape: Callable[[Any], Any] = dict
 ) -> JSONResponse:
     """One page of a list fetched with `limit + 1` rows: the extra row only tells that a next
-    page exists, whose cursor is the last shown row's id."""
+    page exists, whose cursor holds the last shown row's id."""
     shown = rows[:limit]
-    more = len(rows) > limit
-    return json_response(
-        {name: [shape(r) for r in shown], "next_cursor": shown[-1]["id"] if more else None}
-    )
-
-
-def require_object(data: Any) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise ValidationFailed.one("body", "must be a JSON object")
-    return data
+    cursor = encode_cursor(shown[-1]["id"]) if len(rows) > limit else None
+    return json_response({name: [shape(r) for r in shown], "next_cursor": cursor})

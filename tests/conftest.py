@@ -97,7 +97,7 @@ def use_resolver(gateway: Any, resolver: Any) -> None:
     gateway.channels.smtp_hosts = dataclasses.replace(
         gateway.channels.smtp_hosts, resolver=resolver
     )
-    adapter = gateway.adapters("email", None)
+    adapter = gateway.providers.sender("smtp")
     adapter.hosts = dataclasses.replace(adapter.hosts, resolver=resolver)
 
 

@@ -114,9 +114,9 @@ def _store_email_secret(db_path: Path, keys: str) -> None:
     )
 
     async def go() -> None:
-        from gateway.app import Gateway
+        from gateway.wiring import Gateway
 
-        gw = Gateway(settings, [])
+        gw = Gateway(settings)
         await gw.start()
         try:
             tenant, _ = await create_tenant(gw.db, "Acme", "acme", "Europe/Paris")
@@ -216,7 +216,7 @@ def test_cron_runs_one_tick(project: Path, capsys: pytest.CaptureFixture[str]) -
 
 def test_sandbox_serves_the_emulators(project: Path) -> None:
     base = free_port()
-    while any(_in_use(base + i) for i in range(4)):
+    while any(_in_use(base + i) for i in range(5)):
         base = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway", "sandbox", "--base-port", str(base)],
@@ -256,6 +256,23 @@ def _in_use(port: int) -> bool:
 
 def _one_line(err: str) -> bool:
     return err.strip() != "" and "\n" not in err.strip() and "Traceback" not in err
+
+
+def test_serve_with_an_unknown_sms_provider_stops_before_listening(project: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "ENCRYPTION_"))}
+    env.update(ADMIN_API_KEY="a" * 24, ENCRYPTION_KEY=K1, SMS_PROVIDERS="telnyx,twillio")
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--port", str(free_port())],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=20,  # a gateway that starts anyway never returns: the test fails here
+    )
+    assert done.returncode == 2
+    assert _one_line(done.stderr), done.stderr
+    assert "SMS_PROVIDERS names an unknown provider 'twillio'" in done.stderr
+    assert "listening" not in done.stderr
 
 
 @pytest.mark.parametrize(
@@ -426,7 +443,7 @@ def test_sandbox_delivers_whatsapp_webhooks_and_serves_smtp_with_the_printed_ca(
 
     receiver = Starlette(routes=[Route("/webhooks/whatsapp/{slug}", webhook, methods=["POST"])])
     base = free_port()
-    while any(_in_use(base + i) for i in range(4)):
+    while any(_in_use(base + i) for i in range(5)):
         base = free_port()
     with ServerThread(receiver) as gateway_side:
         monkeypatch.setenv("PUBLIC_BASE_URL", gateway_side.base_url)

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from gateway.channels.base import ProviderError, SendResult
 from gateway.config import Settings
+from gateway.domain.messages import StatusReport
 from gateway.ids import now_iso
-from gateway.services.message_status import StatusReport
+from gateway.providers.base import ProviderError, SendResult
 from gateway.store import messages as store
 from tests.conftest import TWILIO, Api, running_api
 from tests.stack import Stack, running_stack
@@ -38,9 +38,15 @@ async def claimed_then_delivered(api: Api) -> tuple[Any, dict[str, str]]:
     gateway = api.gateway
     [row] = await gateway.db.write_fn(lambda c: store.claim_due(c, now_iso(), 10))
     report = StatusReport(
-        "delivered", "delivered", "twilio_status", {}, None, None, "SM" + "1" * 32
+        "delivered",
+        "delivered",
+        "twilio_status",
+        {},
+        provider_message_id="SM" + "1" * 32,
+        message_id=row["id"],
+        provider="twilio",
     )
-    applied = await gateway.inbound.apply_status(report, message_id=row["id"], provider="twilio")
+    applied = await gateway.inbound.apply_status(report)
     assert applied is not None and applied.changed
     return row, key
 

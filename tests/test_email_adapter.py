@@ -9,9 +9,9 @@ from typing import Any, Literal
 import pytest
 
 from gateway.channel_models import EmailConfig
-from gateway.channels.base import OutboundMessage, ProviderError
-from gateway.channels.smtp_email import EmailAdapter
 from gateway.net_guard import HostGuard
+from gateway.providers.base import OutboundMessage, ProviderError
+from gateway.providers.smtp.sender import SmtpSender
 from gateway.sandbox.server import free_port
 from gateway.sandbox.smtp_server import SmtpSandbox, TlsMode
 
@@ -52,11 +52,11 @@ def _message(config: EmailConfig, **overrides: Any) -> OutboundMessage:
     return OutboundMessage(**(values | overrides))
 
 
-def _adapter(sandbox: SmtpSandbox) -> EmailAdapter:
-    return EmailAdapter(ca_file=str(sandbox.cert_path), timeout=5, hosts=LOOPBACK_OK)
+def _adapter(sandbox: SmtpSandbox) -> SmtpSender:
+    return SmtpSender(ca_file=str(sandbox.cert_path), timeout=5, hosts=LOOPBACK_OK)
 
 
-async def _refused(adapter: EmailAdapter, message: OutboundMessage) -> ProviderError:
+async def _refused(adapter: SmtpSender, message: OutboundMessage) -> ProviderError:
     with pytest.raises(ProviderError) as refused:
         await adapter.send(message)
     return refused.value
@@ -74,7 +74,7 @@ def _parts(received: EmailMessage) -> tuple[str | None, str | None]:
 @pytest.mark.parametrize("tls_mode", ["starttls", "tls", "none"])
 async def test_delivers_the_message_as_configured(tls_mode: TlsMode) -> None:
     with SmtpSandbox(tls_mode=tls_mode) as sandbox:
-        adapter = EmailAdapter(
+        adapter = SmtpSender(
             ca_file=str(sandbox.cert_path) if tls_mode != "none" else None,
             timeout=5,
             hosts=LOOPBACK_OK,
@@ -205,7 +205,7 @@ async def test_closed_port_is_transient() -> None:
     )
     message = _message(config)
 
-    error = await _refused(EmailAdapter(timeout=5, hosts=LOOPBACK_OK), message)
+    error = await _refused(SmtpSender(timeout=5, hosts=LOOPBACK_OK), message)
 
     assert error.kind == "transient"
     assert error.code is None
@@ -242,9 +242,7 @@ async def test_line_break_in_a_header_is_refused_before_connecting(
 @pytest.mark.parametrize("tls_mode", ["starttls", "tls"])
 async def test_untrusted_certificate_is_a_configuration_error(tls_mode: TlsMode) -> None:
     with SmtpSandbox(tls_mode=tls_mode) as sandbox:
-        error = await _refused(
-            EmailAdapter(timeout=5, hosts=LOOPBACK_OK), _message(_config(sandbox))
-        )
+        error = await _refused(SmtpSender(timeout=5, hosts=LOOPBACK_OK), _message(_config(sandbox)))
 
         assert error.kind == "configuration"
         assert "certificate" in error.reason
@@ -305,6 +303,6 @@ async def test_lost_connection_is_unknown_only_once_the_content_went_out(
         config = EmailConfig(
             host="127.0.0.1", port=port, security="none", from_email="noreply@example.com"
         )
-        error = await _refused(EmailAdapter(timeout=0.5, hosts=LOOPBACK_OK), _message(config))
+        error = await _refused(SmtpSender(timeout=0.5, hosts=LOOPBACK_OK), _message(config))
 
     assert error.kind == kind

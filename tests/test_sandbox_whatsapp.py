@@ -493,3 +493,20 @@ def test_unknown_fault_kind_is_refused() -> None:
 
     with pytest.raises(ValueError, match="unknown fault"):
         sandbox.add_fault("418")
+
+
+async def test_settings_are_at_the_documented_path_and_typed(env: Env) -> None:
+    mistyped = [
+        await env.client.post(path, json={"callback_delay": "soon"})
+        for path in ("/_sandbox/settings", "/_sandbox/config")
+    ]
+    applied = await env.client.post(
+        "/_sandbox/settings", json={"callback_delay": 0.01, "webhook_url": None}
+    )
+    sent = await env.client.post(SEND_PATH, json=text_body(), headers=AUTH)
+
+    assert [r.status_code for r in mistyped] == [400, 400]
+    assert applied.status_code == 200
+    shown = (await env.client.get("/_sandbox/settings")).json()
+    assert (shown["callback_delay"], shown["webhook_url"]) == (0.01, None)
+    assert sent.status_code == 200

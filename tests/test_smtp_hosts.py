@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from gateway.channel_models import EmailConfig
-from gateway.channels.base import OutboundMessage, ProviderError
-from gateway.channels.smtp_email import EmailAdapter
 from gateway.config import Settings, load_settings
 from gateway.errors import ConfigError
 from gateway.net_guard import HostGuard, HostRefused, HostUnresolved, parse_ports
+from gateway.providers.base import OutboundMessage, ProviderError
+from gateway.providers.smtp.sender import SmtpSender
 from gateway.sandbox.smtp_server import SmtpSandbox
 from tests.conftest import ROOT, Api, FakeResolver, start_api, use_resolver
 
@@ -347,7 +347,7 @@ async def test_a_rebinding_name_is_refused_at_connect_and_nothing_is_reached(
 async def test_the_adapter_refuses_a_non_smtp_port_before_connecting() -> None:
     async with Listener() as listener:
         config = EmailConfig(host=PUBLIC_V4, port=listener.port, from_email="a@example.org")
-        adapter = EmailAdapter(timeout=2, hosts=HostGuard(resolver=FakeResolver()))
+        adapter = SmtpSender(timeout=2, hosts=HostGuard(resolver=FakeResolver()))
         with pytest.raises(ProviderError) as refused:
             await adapter.send(_message(config))
     assert refused.value.kind == "configuration" and "port" in refused.value.reason
@@ -368,7 +368,7 @@ async def test_the_connection_goes_to_the_address_that_was_checked(
     config = EmailConfig(
         host="mail.acme.test", port=plain_smtp.port, security="none", from_email="a@example.org"
     )
-    adapter = EmailAdapter(timeout=5, hosts=HostGuard(allow_private=True, resolver=resolver))
+    adapter = SmtpSender(timeout=5, hosts=HostGuard(allow_private=True, resolver=resolver))
     result = await adapter.send(_message(config))
     assert result.status == "sent"
     assert resolver.asked == ["mail.acme.test"]
@@ -381,7 +381,7 @@ async def test_tls_verifies_the_certificate_against_the_host_name() -> None:
     # another name, it must not be accepted; under "localhost" it is.
     with SmtpSandbox(tls_mode="tls", username=None, password=None) as server:
         resolver = FakeResolver({"mail.acme.test": ["127.0.0.1"]})
-        adapter = EmailAdapter(
+        adapter = SmtpSender(
             ca_file=str(server.cert_path),
             timeout=5,
             hosts=HostGuard(allow_private=True, resolver=resolver),

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.channels.vapi import VapiClient
+from gateway.providers.vapi.client import VapiClient
 from gateway.sandbox.server import ServerThread, free_port
 from gateway.sandbox.twilio_webhooks import post_signed_form, voice_call_params
 from gateway.sandbox.vapi_api import VapiSandbox

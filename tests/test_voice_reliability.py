@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from gateway.domain.calls import InboundCall
 from gateway.sandbox.twilio_webhooks import post_signed_form, voice_call_params
 from gateway.sandbox.vapi_api import VapiSandbox
 from tests.stack import ACCOUNT_SID, AUTH_TOKEN, SHARED_NUMBER
@@ -129,7 +130,7 @@ async def test_a_claim_of_the_shared_line_made_before_the_fix_routes_nothing(
     )
     service = voice.stack.app.state.gateway.voice
     resolution = await service.resolve_tenant(
-        voice_call_params(CALLER, SHARED_NUMBER, ACCOUNT_SID, forwarded_from=SHARED_NUMBER)
+        InboundCall("CA" + "5" * 32, CALLER, SHARED_NUMBER, forwarded_from=SHARED_NUMBER)
     )
     assert resolution.tenant_id is None
     assert await service.tenant_for_called_number(SHARED_NUMBER) is None

@@ -16,18 +16,17 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from gateway.channel_models import WhatsAppConfig, WhatsAppTemplate
-from gateway.channels.base import OutboundMessage, ProviderError
-from gateway.channels.whatsapp import (
-    WhatsAppAdapter,
-    classify_response,
+from gateway.providers.base import OutboundMessage, ProviderError
+from gateway.providers.whatsapp.cloud import WhatsAppCloud, classify_response, template_object
+from gateway.providers.whatsapp.webhooks import (
     parse_webhook,
-    resolve_template,
     status_error,
     subscription_challenge,
     verify_meta_signature,
 )
 from gateway.sandbox.server import ServerThread, free_port
 from gateway.sandbox.whatsapp_api import WhatsAppSandbox
+from tests.conftest import Api
 
 TOKEN = "EAAG-adapter-token"
 D360_KEY = "d360-adapter-key"
@@ -81,13 +80,13 @@ class Receiver:
 @dataclass
 class Env:
     sandbox: WhatsAppSandbox
-    adapter: WhatsAppAdapter
+    adapter: WhatsAppCloud
     receiver: Receiver
     base: str
     tag: str
 
-    def adapter_with(self, timeout: float) -> WhatsAppAdapter:
-        return WhatsAppAdapter(self.base, VERSION, self.base, timeout=timeout)
+    def adapter_with(self, timeout: float) -> WhatsAppCloud:
+        return WhatsAppCloud(self.base, VERSION, self.base, timeout=timeout)
 
     async def hooks(self, name: str, count: int) -> list[Received]:
         path = f"/{self.tag}/{name}"
@@ -125,7 +124,7 @@ async def env(receiver_url: tuple[Receiver, str]) -> AsyncIterator[Env]:
         hang_seconds=5.0,
     )
     with ServerThread(sandbox.app) as server:
-        adapter = WhatsAppAdapter(server.base_url, VERSION, server.base_url, timeout=5.0)
+        adapter = WhatsAppCloud(server.base_url, VERSION, server.base_url, timeout=5.0)
         try:
             yield Env(sandbox, adapter, receiver, server.base_url, tag)
         finally:
@@ -133,7 +132,7 @@ async def env(receiver_url: tuple[Receiver, str]) -> AsyncIterator[Env]:
             sandbox.reset()  # releases a hung answer so the server stops at once
 
 
-async def send_error(adapter: WhatsAppAdapter, message: OutboundMessage) -> ProviderError:
+async def send_error(adapter: WhatsAppCloud, message: OutboundMessage) -> ProviderError:
     with pytest.raises(ProviderError) as caught:
         await adapter.send(message)
     return caught.value
@@ -164,7 +163,7 @@ async def test_meta_text_send_returns_the_wamid(env: Env) -> None:
 async def test_template_send_uses_the_tenants_template(env: Env) -> None:
     config = meta_config()
     components = [{"type": "body", "parameters": [{"type": "text", "text": "14:30"}]}]
-    template = resolve_template(config, "reminder", components)
+    template = template_object(config.templates["reminder"], ["14:30"])
 
     result = await env.adapter.send(outbound(config, body=None, template=template))
 
@@ -180,10 +179,47 @@ async def test_template_send_uses_the_tenants_template(env: Env) -> None:
     assert "text" not in body
 
 
-async def test_unknown_template_alias_is_refused_before_sending() -> None:
-    with pytest.raises(ProviderError) as caught:
-        resolve_template(meta_config(), "missing")
-    assert caught.value.kind == "permanent"
+def test_template_variables_become_positional_or_named_body_parameters() -> None:
+    template = WhatsAppTemplate(name="appointment_reminder", language="fr")
+    named = template_object(template, {"name": "Léa", "time": "10h"})
+    assert named["components"] == [
+        {
+            "type": "body",
+            "parameters": [
+                {"type": "text", "parameter_name": "name", "text": "Léa"},
+                {"type": "text", "parameter_name": "time", "text": "10h"},
+            ],
+        }
+    ]
+    assert template_object(template) == {
+        "name": "appointment_reminder",
+        "language": {"code": "fr"},
+    }
+
+
+async def test_unknown_template_alias_is_refused_before_anything_is_stored(api: Api) -> None:
+    _, key = await api.create_tenant("acme")
+    config = {
+        "phone_number_id": PHONE_ID,
+        "access_token": TOKEN,
+        "app_secret": APP_SECRET,
+        "verify_token": "vt-1",
+        "templates": {"reminder": {"name": "appointment_reminder", "language": "fr"}},
+    }
+    saved = await api.client.post("/api/channels/whatsapp/config", json=config, headers=key)
+    assert saved.status_code == 200, saved.text
+    on = await api.client.post("/api/channels/whatsapp/toggle", json={"enabled": True}, headers=key)
+    assert on.status_code == 200, on.text
+
+    response = await api.client.post(
+        "/api/channels/whatsapp/send", json={"to": TO, "template": "missing"}, headers=key
+    )
+
+    assert response.status_code == 422
+    [field] = response.json()["error"]["details"]["fields"]
+    assert field["field"] == "template"
+    listed = await api.client.get("/api/messages", headers=key)
+    assert listed.json()["messages"] == []
 
 
 async def test_360dialog_send_uses_its_key_header(env: Env) -> None:
@@ -279,7 +315,7 @@ async def test_no_answer_is_unknown_so_the_message_is_not_resent_blindly(env: En
 
 async def test_closed_port_is_transient() -> None:
     base = f"http://127.0.0.1:{free_port()}"
-    adapter = WhatsAppAdapter(base, VERSION, base, timeout=2.0)
+    adapter = WhatsAppCloud(base, VERSION, base, timeout=2.0)
     try:
         error = await send_error(adapter, outbound(meta_config()))
     finally:
@@ -306,7 +342,7 @@ async def test_answers_from_proxies_and_gateways(
 
     app = Starlette(routes=[Route("/{path:path}", answer, methods=["POST"])])
     with ServerThread(app) as server:
-        adapter = WhatsAppAdapter(server.base_url, VERSION, server.base_url)
+        adapter = WhatsAppCloud(server.base_url, VERSION, server.base_url)
         try:
             error = await send_error(adapter, outbound(meta_config()))
         finally:

@@ -69,6 +69,11 @@ class StatusReport:
     # our message id when the provider carries it back (Twilio's StatusCallback URL)
     message_id: str | None = None
     at: str | None = None
+    # the provider as the message log names it (twilio, telnyx, meta_cloud, 360dialog)
+    provider: str | None = None
+    # what the provider said the message cost, when it says so in the report (Telnyx)
+    price: str | None = None
+    price_unit: str | None = None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from gateway.domain.calls import BridgedCall, CallAnswer, CallProgress, InboundCall, SipNumber
 from gateway.domain.errors import ErrorKind, ProviderError
 from gateway.domain.messages import (
     InboundMessage,
@@ -32,6 +33,8 @@ __all__ = [
     "SendResult",
     "Sender",
     "StatusReport",
+    "Telephony",
+    "VoiceAgent",
     "WebhookEvents",
     "WebhookRejected",
     "WebhookReply",
@@ -70,6 +73,50 @@ class Lookup(Protocol):
         ...
 
 
+@runtime_checkable
+class Telephony(Protocol):
+    """Renders the voice service's answers to a call (gateway/domain/calls.py) in the
+    provider's own language."""
+
+    name: str
+    media_type: str
+
+    def render(self, answer: CallAnswer) -> str: ...
+
+
+@runtime_checkable
+class VoiceAgent(Protocol):
+    """The voice assistants' platform: bridges a call to an assistant (bypass: a call it
+    creates, answered with its own document; SIP: an address per tenant that the telephony
+    provider dials), keeps assistants."""
+
+    async def create_bypass_call(
+        self,
+        phone_number_id: str,
+        assistant_id: str,
+        customer_number: str,
+        metadata: Mapping[str, Any],
+    ) -> BridgedCall: ...
+
+    async def bridged_call(self, call_id: str) -> BridgedCall | None: ...
+
+    async def create_sip_number(
+        self, sip_uri: str, server_url: str, server_secret: str | None, name: str
+    ) -> SipNumber: ...
+
+    async def update_sip_number(
+        self, number_id: str, server_url: str, server_secret: str | None, name: str
+    ) -> SipNumber: ...
+
+    async def create_assistant(self, body: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    async def update_assistant(
+        self, assistant_id: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]: ...
+
+    async def aclose(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class WebhookRequest:
     """A provider's request to one of our webhooks, as the web layer received it. `url` is
@@ -94,12 +141,15 @@ class WebhookReply:
 
 @dataclass
 class WebhookEvents:
-    """What one webhook request says: status reports and inbound messages to apply, the
-    provider's own fields for the services that read them (a call's form), and the reply."""
+    """What one webhook request says: status reports and inbound messages to apply, a call
+    coming in or how one went, the provider's own fields, and the reply it expects (the
+    voice service writes the reply to a call)."""
 
     statuses: list[StatusReport] = field(default_factory=list)
     inbound: list[InboundMessage] = field(default_factory=list)
     fields: dict[str, str] = field(default_factory=dict)
+    call: InboundCall | None = None
+    progress: CallProgress | None = None
     reply: WebhookReply = field(default_factory=WebhookReply)
 
 
@@ -124,4 +174,6 @@ class WebhookSource(Protocol):
 
     def verify(self, kind: str, request: WebhookRequest, secrets: Any | None = None) -> None: ...
 
-    def parse(self, kind: str, request: WebhookRequest) -> WebhookEvents: ...
+    def parse(
+        self, kind: str, request: WebhookRequest, secrets: Any | None = None
+    ) -> WebhookEvents: ...

@@ -8,12 +8,9 @@ from pydantic import Field
 from starlette.responses import Response
 
 from gateway.channel_models import PhoneOperatorConfig, SmsOperatorConfig, TimeZoneName
-from gateway.db import TenantDB
-from gateway.regions import tenant_region
 from gateway.routing import Ctx, Endpoint, json_response
 from gateway.services import tenants as service
-from gateway.store import tenants as store
-from gateway.validation import Country, HeaderText, RequestModel, Slug, validation_context
+from gateway.validation import Country, HeaderText, RequestModel, Slug
 
 
 class TenantCreate(RequestModel):
@@ -43,7 +40,7 @@ async def create_tenant(ctx: Ctx) -> Response:
     tenant, key = await service.create_tenant(
         ctx.gw.db, body.name, body.slug, body.timezone, country=body.country
     )
-    channels = await ctx.gw.channels.list(TenantDB(ctx.gw.db, tenant.id))
+    channels = await service.tenant_channels(ctx.gw.db, ctx.gw.channels, tenant.id)
     return json_response(
         {
             "tenant": tenant.public(),
@@ -57,21 +54,14 @@ async def create_tenant(ctx: Ctx) -> Response:
 
 async def list_tenants(ctx: Ctx) -> Response:
     page: Page = ctx.query
-    tenants = await store.list_tenants(ctx.gw.db, page.limit + 1, page.after)
-    more = len(tenants) > page.limit
-    tenants = tenants[: page.limit]
-    return json_response(
-        {
-            "tenants": [t.public() for t in tenants],
-            "next_cursor": tenants[-1].id if more else None,
-        }
-    )
+    tenants, next_cursor = await service.list_tenants(ctx.gw.db, page.limit, page.after)
+    return json_response({"tenants": [t.public() for t in tenants], "next_cursor": next_cursor})
 
 
 async def get_tenant(ctx: Ctx) -> Response:
     tenant = await service.require_tenant(ctx.gw.db, ctx.param("tenant_id"))
-    keys = await store.list_api_keys(ctx.gw.db, tenant.id)
-    channels = await ctx.gw.channels.list(TenantDB(ctx.gw.db, tenant.id))
+    keys = await service.list_api_keys(ctx.gw.db, tenant.id)
+    channels = await service.tenant_channels(ctx.gw.db, ctx.gw.channels, tenant.id)
     return json_response({"tenant": tenant.public(), "api_keys": keys, "channels": channels})
 
 
@@ -90,11 +80,9 @@ async def revoke_api_key(ctx: Ctx) -> Response:
 
 async def operator_channel_config(ctx: Ctx) -> Response:
     tenant = await service.require_tenant(ctx.gw.db, ctx.param("tenant_id"))
-    # the tenant is known: its dedicated numbers may be written in its national format
-    with validation_context(region=tenant_region(tenant)):
-        view = await ctx.gw.channels.operator_update(
-            TenantDB(ctx.gw.db, tenant.id), ctx.param("channel_type"), ctx.body
-        )
+    view = await service.update_operator_fields(
+        ctx.gw.db, ctx.gw.channels, tenant, ctx.param("channel_type"), ctx.body
+    )
     return json_response(view)
 
 
@@ -157,8 +145,9 @@ ENDPOINTS = [
         tags=["operator"],
         body=(PhoneOperatorConfig, SmsOperatorConfig),
         description="JSON merge patch of the operator-only fields: phone "
-        "(vapi_assistant_id, vapi_phone_number_id, dedicated_numbers, price_per_minute) "
-        "and sms (sender, price_per_segment).",
+        "(vapi_mode, vapi_assistant_id, vapi_phone_number_id, vapi_sip_uri, "
+        "vapi_sip_phone_number_id, dedicated_numbers, price_per_minute) "
+        "and sms (sender, price_per_segment, providers).",
     ),
 ]
 
@@ -182,7 +171,8 @@ ENDPOINTS.append(
         description="Creates the assistant (or updates the one in the phone configuration) "
         "with the function tools and their JSON schemas, the server URL PUBLIC_BASE_URL + "
         "/api/vapi/functions and VAPI_WEBHOOK_SECRET, then stores its id as "
-        "vapi_assistant_id.",
+        "vapi_assistant_id; in SIP mode (vapi_mode = sip) also creates or updates the "
+        "tenant's Vapi SIP number and stores vapi_sip_uri and vapi_sip_phone_number_id.",
         responses={409: "VAPI_API_KEY or VAPI_WEBHOOK_SECRET missing", 502: "Vapi refused"},
     )
 )

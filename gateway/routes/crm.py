@@ -8,7 +8,7 @@ from pydantic import Field
 from starlette.responses import Response
 
 from gateway.routing import Ctx, Endpoint, page_response
-from gateway.store import crm
+from gateway.services import crm
 from gateway.validation import RequestModel
 
 Cursor = Annotated[str, Field(max_length=200, description="next_cursor of the previous page")]
@@ -34,9 +34,10 @@ async def list_prospects(ctx: Ctx) -> Response:
     query: ProspectQuery = ctx.query
     rows = await crm.list_prospects(
         ctx.tenant.db,
-        {"project": query.project, "call_id": query.call_id},
         query.limit + 1,
         query.cursor,
+        project=query.project,
+        call_id=query.call_id,
     )
     return page_response("prospects", rows, query.limit)
 
@@ -45,9 +46,11 @@ async def list_tickets(ctx: Ctx) -> Response:
     query: TicketQuery = ctx.query
     rows = await crm.list_tickets(
         ctx.tenant.db,
-        {"status": query.status, "priority": query.priority, "call_id": query.call_id},
         query.limit + 1,
         query.cursor,
+        status=query.status,
+        priority=query.priority,
+        call_id=query.call_id,
     )
     return page_response("tickets", rows, query.limit)
 
@@ -65,16 +68,11 @@ class CallQuery(RequestModel):
 
 
 async def list_calls(ctx: Ctx) -> Response:
-    from gateway.store import calls
-
     query: CallQuery = ctx.query
-    rows = await calls.list_calls(
-        ctx.tenant.db,
-        {"outcome": query.outcome, "status": query.status},
-        query.limit + 1,
-        query.cursor,
+    rows = await crm.list_calls(
+        ctx.tenant.db, query.limit + 1, query.cursor, outcome=query.outcome, status=query.status
     )
-    return page_response("calls", rows, query.limit, calls.public_call)
+    return page_response("calls", rows, query.limit)
 
 
 ENDPOINTS = [

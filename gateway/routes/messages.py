@@ -10,12 +10,12 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from starlette.responses import Response
 
 from gateway.channel_models import MessageType
-from gateway.errors import NotFound, ValidationFailed
-from gateway.ids import iso
+from gateway.errors import ValidationFailed
 from gateway.regions import tenant_region
 from gateway.routing import Ctx, Endpoint, json_response, page_response
+from gateway.services import message_log
+from gateway.services.message_log import MessageFilter
 from gateway.services.messaging import Draft
-from gateway.store import messages as store
 from gateway.validation import (
     E164,
     BodyText,
@@ -211,27 +211,21 @@ def _recipient(ctx: Ctx, to: str | None) -> str | None:
 
 async def list_messages(ctx: Ctx) -> Response:
     query: MessageQuery = ctx.query
-    filters = {
-        "channel": query.channel,
-        "status": query.status,
-        "to": _recipient(ctx, query.to),
-        "message_type": query.message_type,
-        "direction": query.direction,
-        "since": iso(query.since) if query.since else None,
-        "until": iso(query.until) if query.until else None,
-    }
-    rows = await store.list_messages(ctx.tenant.db, filters, query.limit + 1, query.cursor)
-    return page_response("messages", rows, query.limit, store.public_message)
+    where = MessageFilter(
+        channel=query.channel,
+        status=query.status,
+        to=_recipient(ctx, query.to),
+        message_type=query.message_type,
+        direction=query.direction,
+        since=query.since,
+        until=query.until,
+    )
+    rows = await message_log.list_messages(ctx.tenant.db, where, query.limit + 1, query.cursor)
+    return page_response("messages", rows, query.limit)
 
 
 async def get_message(ctx: Ctx) -> Response:
-    message_id = ctx.param("message_id")
-    row = await store.get_message(ctx.tenant.db, message_id)
-    if row is None:
-        raise NotFound(f"No message {message_id!r}", code="message_not_found")
-    message = store.public_message(row)
-    message["events"] = await store.list_events(ctx.tenant.db, message_id)
-    return json_response(message)
+    return json_response(await message_log.get_message(ctx.tenant.db, ctx.param("message_id")))
 
 
 _SEND_RESPONSES = {

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 from starlette.responses import Response
 
-from gateway import migrations
 from gateway.routing import Ctx, Endpoint, json_response
+from gateway.services.health import readiness
 
 
 async def healthz(ctx: Ctx) -> Response:
@@ -15,20 +13,16 @@ async def healthz(ctx: Ctx) -> Response:
 
 
 async def readyz(ctx: Ctx) -> Response:
-    settings = ctx.gw.settings
-    try:
-        pending = await ctx.gw.db.read_fn(
-            lambda conn: migrations.pending(
-                conn, settings.migrations_dir, settings.migrations_table
-            )
-        )
-    except sqlite3.Error as exc:
+    state = await readiness(ctx.gw.db, ctx.gw.settings)
+    if not state.reachable:
+        return json_response({"status": "unavailable", "database": state.database}, status=503)
+    if not state.ready:
         return json_response(
-            {"status": "unavailable", "database": f"unreachable: {exc}"}, status=503
-        )
-    if pending:
-        return json_response(
-            {"status": "unavailable", "database": "ok", "pending_migrations": pending},
+            {
+                "status": "unavailable",
+                "database": state.database,
+                "pending_migrations": state.pending_migrations,
+            },
             status=503,
         )
     return json_response({"status": "ready", "database": "ok", "pending_migrations": []})

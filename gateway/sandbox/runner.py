@@ -11,6 +11,10 @@ WhatsApp webhooks need to know which tenant a number belongs to: each `--whatsap
 PHONE_NUMBER_ID=TENANT_SLUG` sends that number's status and inbound webhooks to
 `{gateway_url}/webhooks/whatsapp/{slug}`, signed with the sandbox app secret (Meta) or carrying
 `X-Webhook-Secret: <WHATSAPP_VERIFY_TOKEN>` (360dialog, for the number of the sandbox key).
+
+Telnyx signs its webhooks with an Ed25519 key fixed for the sandbox (TELNYX_PUBLIC_KEY in the
+block); messages report to the `webhook_url` they were sent with, and inbound messages
+(`POST /_sandbox/inbound` on the Telnyx emulator) go to `{gateway_url}/webhooks/telnyx/events`.
 """
 
 from __future__ import annotations
@@ -23,8 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.sandbox.smtp_server import SmtpSandbox, ensure_certificate
+from gateway.sandbox.telnyx_api import TelnyxSandbox
+from gateway.sandbox.telnyx_webhooks import public_key_b64
 from gateway.sandbox.twilio_api import TwilioSandbox
 from gateway.sandbox.vapi_api import VapiSandbox
 from gateway.sandbox.whatsapp_api import D360Channel, MetaAccount, WhatsAppSandbox
@@ -43,7 +50,16 @@ D360_PHONE_NUMBER_ID = "106540352242922"
 WHATSAPP_VERIFY_TOKEN = "sandbox-verify-token"
 SMTP_USERNAME = "sandbox"
 SMTP_PASSWORD = "sandbox-smtp-pass"
+TELNYX_API_KEY = "sandbox-telnyx-key"
+TELNYX_PHONE_NUMBER = "+33939035762"
 CALLBACK_DELAY = 0.5
+
+
+def telnyx_signing_key() -> Ed25519PrivateKey:
+    """The emulated Telnyx account's webhook signing key: fixed, so its public key is too."""
+    return Ed25519PrivateKey.from_private_bytes(
+        hashlib.sha256(b"channel-gateway sandbox telnyx").digest()
+    )
 
 
 @dataclass(frozen=True)
@@ -60,11 +76,19 @@ class SandboxConfig:
     vapi_api_key: str = VAPI_API_KEY
     vapi_webhook_secret: str = VAPI_WEBHOOK_SECRET
     whatsapp_numbers: Mapping[str, str] = field(default_factory=dict)
+    telnyx_api_key: str = TELNYX_API_KEY
+    telnyx_phone_number: str = TELNYX_PHONE_NUMBER
 
     @property
     def ports(self) -> dict[str, int]:
         base = self.base_port
-        return {"twilio": base, "whatsapp": base + 1, "vapi": base + 2, "smtp": base + 3}
+        return {
+            "twilio": base,
+            "whatsapp": base + 1,
+            "vapi": base + 2,
+            "smtp": base + 3,
+            "telnyx": base + 4,
+        }
 
     @property
     def cert_dir(self) -> Path:
@@ -102,6 +126,10 @@ def settings_block(config: SandboxConfig) -> str:
         f"VAPI_API_BASE={config.url('vapi')}",
         f"VAPI_API_KEY={config.vapi_api_key}",
         f"VAPI_WEBHOOK_SECRET={config.vapi_webhook_secret}",
+        f"TELNYX_API_BASE={config.url('telnyx')}",
+        f"TELNYX_API_KEY={config.telnyx_api_key}",
+        f"TELNYX_PUBLIC_KEY={public_key_b64(telnyx_signing_key())}",
+        f"TELNYX_PHONE_NUMBER={config.telnyx_phone_number}",
         f"WHATSAPP_GRAPH_BASE={config.url('whatsapp')}",
         f"D360_API_BASE={config.url('whatsapp')}",
         f"SMTP_CA_FILE={ca_file}",
@@ -141,6 +169,14 @@ async def serve(config: SandboxConfig, callback_delay: float = CALLBACK_DELAY) -
     twilio = TwilioSandbox(config.account_sid, config.auth_token, callback_delay=callback_delay)
     whatsapp = whatsapp_sandbox(config, callback_delay)
     vapi = VapiSandbox(config.vapi_api_key)
+    telnyx = TelnyxSandbox(
+        config.telnyx_api_key,
+        telnyx_signing_key(),
+        callback_delay,
+        phone_number=config.telnyx_phone_number,
+        # inbound messages go to the gateway's Telnyx webhook, as a messaging profile's do
+        profile_webhook_url=f"{config.gateway_url.rstrip('/')}/webhooks/telnyx/events",
+    )
     ports = config.ports
     block = settings_block(config)
     smtp = SmtpSandbox(
@@ -154,7 +190,8 @@ async def serve(config: SandboxConfig, callback_delay: float = CALLBACK_DELAY) -
         print(block, flush=True)
         print(
             f"\n# running: Twilio {config.url('twilio')}, WhatsApp {config.url('whatsapp')}, "
-            f"Vapi {config.url('vapi')}, SMTP {config.host}:{ports['smtp']} (Ctrl-C stops)",
+            f"Vapi {config.url('vapi')}, SMTP {config.host}:{ports['smtp']}, "
+            f"Telnyx {config.url('telnyx')} (Ctrl-C stops)",
             flush=True,
         )
         servers = [
@@ -163,6 +200,7 @@ async def serve(config: SandboxConfig, callback_delay: float = CALLBACK_DELAY) -
                 ("twilio", twilio.app),
                 ("whatsapp", whatsapp.app),
                 ("vapi", vapi.app),
+                ("telnyx", telnyx.app),
             )
         ]
         with contextlib.suppress(asyncio.CancelledError):

@@ -9,16 +9,12 @@ Control endpoints live under `/_sandbox/`; they are not part of Twilio's API.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import contextlib
 import hmac
 import re
-from collections.abc import AsyncIterator
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
@@ -28,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.sandbox.faults import FaultQueue
+from gateway.sandbox.control import closing
 from gateway.sandbox.twilio_lifecycle import MESSAGES_PATH, TwilioMessages
 from gateway.sandbox.twilio_webhooks import (
     inbound_sms_params,
@@ -53,14 +49,6 @@ _MAGIC_REJECTIONS = {"+15005550001": 21211, "+15005550004": 21610, "+15005550009
 _MAGIC_UNDELIVERED = "+15005550006"
 _UNDELIVERED_CODE = 30006
 _PHONE = re.compile(r"^\+?[1-9]\d{6,14}$")
-_SETTINGS: dict[str, type] = {
-    "callback_delay": float,
-    "reorder": bool,
-    "duplicate": bool,
-    "hang_seconds": float,
-    "hang_every": int,
-    "retry_after": int,
-}
 
 
 class TwilioSandbox(TwilioMessages):
@@ -70,6 +58,8 @@ class TwilioSandbox(TwilioMessages):
     `httpx.ASGITransport(gateway_app)` for in-process tests. Served without a lifespan (through
     httpx.ASGITransport, say), call `await sandbox.aclose()` when done.
     """
+
+    fault_kinds = FAULT_KINDS
 
     def __init__(
         self,
@@ -98,41 +88,17 @@ class TwilioSandbox(TwilioMessages):
             callback_transport=callback_transport,
         )
         self.hang_seconds = hang_seconds
-        # every Nth message created gets its answer held like a `hang` fault (0: never)
-        self.hang_every = 0
         self.retry_after = retry_after
-        self.create_requests = 0
-        self._faults = FaultQueue(FAULT_KINDS)
         base = MESSAGES_PATH.replace("{account_sid}", "{account_sid:str}")
         self.app = Starlette(
             routes=[
                 Route(f"{base}.json", self._create, methods=["POST"]),
                 Route(f"{base}.json", self._list, methods=["GET"]),
                 Route(f"{base}/{{sid:str}}.json", self._fetch, methods=["GET"]),
-                Route("/_sandbox/messages", self._list_messages, methods=["GET"]),
-                Route("/_sandbox/faults", self._faults_endpoint, methods=["GET", "POST"]),
-                Route("/_sandbox/settings", self._settings_endpoint, methods=["GET", "POST"]),
-                Route("/_sandbox/reset", self._reset_endpoint, methods=["POST"]),
+                *self.control_routes(),
             ],
-            lifespan=self._lifespan,
+            lifespan=closing(self.aclose),
         )
-
-    def add_fault(self, kind: str, count: int = 1) -> None:
-        """Make the next `count` authenticated create requests fail as `kind`."""
-        self._faults.add(kind, count)
-
-    @property
-    def pending_faults(self) -> list[str]:
-        return self._faults.pending
-
-    def reset(self) -> None:
-        """Forget messages, faults and counters; reorder/duplicate off; unsent callbacks dropped."""
-        self._faults.clear()
-        self.create_requests = 0
-        self.reorder = False
-        self.duplicate = False
-        self.hang_every = 0
-        self.forget_messages()
 
     # -- Twilio API ---------------------------------------------------------------------------
 
@@ -165,7 +131,7 @@ class TwilioSandbox(TwilioMessages):
             status_callback=form.get("StatusCallback") or None,
             final_error=_UNDELIVERED_CODE if undelivered else None,
         )
-        if fault == "hang" or (self.hang_every and self.create_requests % self.hang_every == 0):
+        if self._hangs(fault):
             await self._hang(request)
         return JSONResponse(resource, status_code=201, media_type=JSON_TYPE)
 
@@ -247,63 +213,6 @@ class TwilioSandbox(TwilioMessages):
         expected = f"{self.account_sid}:{self.auth_token}".encode()
         return hmac.compare_digest(credentials, expected)
 
-    async def _hang(self, request: Request) -> None:
-        # The message exists; only the answer is late. Stop early once the client gave up or
-        # the sandbox was reset, so a stopping server is not held for the whole delay.
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.hang_seconds
-        generation = self._generation
-        while (remaining := deadline - loop.time()) > 0 and generation == self._generation:
-            if await request.is_disconnected():
-                return
-            await asyncio.sleep(min(0.05, remaining))
-
-    # -- control endpoints --------------------------------------------------------------------
-
-    async def _list_messages(self, request: Request) -> Response:
-        return JSONResponse({"messages": self.messages, "create_requests": self.create_requests})
-
-    async def _faults_endpoint(self, request: Request) -> Response:
-        if request.method == "POST":
-            payload = await _json_object(request)
-            kind, count = payload.get("kind"), payload.get("count", 1)
-            if kind not in FAULT_KINDS or not isinstance(count, int) or count < 1:
-                kinds = ", ".join(sorted(FAULT_KINDS))
-                return _bad_request(f"need {{'kind': one of {kinds}, 'count': positive int}}")
-            self.add_fault(str(kind), count)
-        return JSONResponse({"faults": self.pending_faults})
-
-    async def _settings_endpoint(self, request: Request) -> Response:
-        if request.method == "POST":
-            payload = await _json_object(request)
-            for name, value in payload.items():
-                kind = _SETTINGS.get(name)
-                if kind is None or not _is_kind(value, kind):
-                    return _bad_request(f"bad setting {name!r}; known: {sorted(_SETTINGS)}")
-            for name, value in payload.items():
-                setattr(self, name, _SETTINGS[name](value))
-        return JSONResponse({name: getattr(self, name) for name in _SETTINGS})
-
-    async def _reset_endpoint(self, request: Request) -> Response:
-        self.reset()
-        return JSONResponse({"reset": True})
-
-    @contextlib.asynccontextmanager
-    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            await self.aclose()
-
-
-def _is_kind(value: object, kind: type) -> bool:
-    if kind is bool:
-        return isinstance(value, bool)
-    # JSON has one number type; a bool is an int in Python but never a valid number here.
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    return value >= 0 and (kind is float or isinstance(value, int))
-
 
 def _validate(form: dict[str, str]) -> Response | None:
     to = form.get("To", "")
@@ -320,18 +229,6 @@ def _validate(form: dict[str, str]) -> Response | None:
     if not _PHONE.match(number):
         return error_response(400, 21211, to=to)
     return None
-
-
-async def _json_object(request: Request) -> dict[str, Any]:
-    try:
-        payload = await request.json()
-    except ValueError:
-        return {}
-    return payload if isinstance(payload, dict) else {}
-
-
-def _bad_request(message: str) -> Response:
-    return JSONResponse({"error": message}, status_code=400)
 
 
 def run(

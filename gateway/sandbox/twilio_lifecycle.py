@@ -8,14 +8,13 @@ because tests read it from another thread than the one serving the app.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
+from gateway.sandbox.sms_emulator import SmsEmulator
 from gateway.sandbox.twilio_callbacks import CallbackSender
 from gateway.sandbox.twilio_wire import (
     API_VERSION,
@@ -51,14 +50,14 @@ class _Message:
     sent: datetime | None = None
     error_code: int | None = None
     history: list[str] = field(init=False)
-    held: list[dict[str, str]] | None = None
+    held: list[dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         self.updated = self.created
         self.history = [self.status]
 
 
-class TwilioMessages:
+class TwilioMessages(SmsEmulator[_Message]):
     """Message state, the life-cycle switches and the read helpers tests use."""
 
     def __init__(
@@ -76,64 +75,13 @@ class TwilioMessages:
     ) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
-        self.callback_delay = callback_delay
         self.price_per_segment = price_per_segment
         self.price_unit = price_unit
-        self.max_messages = max_messages
         self.service_sender = service_sender
-        self.reorder = False
-        self.duplicate = False
         self.callbacks = CallbackSender(
             auth_token, concurrency=callback_concurrency, transport=callback_transport
         )
-        self._messages: dict[str, _Message] = {}
-        self._lock = threading.Lock()
-        self._generation = 0
-
-    @property
-    def messages(self) -> list[dict[str, Any]]:
-        """Every message resource created so far, oldest first, as GET would return it."""
-        with self._lock:
-            return [self._resource(message) for message in self._messages.values()]
-
-    def message(self, sid: str) -> dict[str, Any] | None:
-        with self._lock:
-            found = self._messages.get(sid)
-            return None if found is None else self._resource(found)
-
-    def status_history(self, sid: str) -> list[str]:
-        with self._lock:
-            found = self._messages.get(sid)
-            return [] if found is None else list(found.history)
-
-    async def wait_for_status(
-        self,
-        sid: str,
-        status: str,
-        timeout: float = 5.0,  # noqa: ASYNC109 - the state lives on another thread's loop
-    ) -> dict[str, Any]:
-        """Wait until message `sid` has reached `status` (now or earlier); return its resource."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            with self._lock:
-                found = self._messages.get(sid)
-                if found is not None and status in found.history:
-                    return self._resource(found)
-                current = None if found is None else found.status
-            if loop.time() >= deadline:
-                raise TimeoutError(f"message {sid} is {current!r}, not {status!r}")
-            await asyncio.sleep(0.005)
-
-    def forget_messages(self) -> None:
-        """Drop every message, its pending steps and callbacks not yet sent."""
-        with self._lock:
-            self._generation += 1
-            self._messages.clear()
-        self.callbacks.discard_pending()
-
-    async def aclose(self) -> None:
-        await self.callbacks.aclose()
+        super().__init__(self.callbacks, callback_delay, max_messages)
 
     def create_message(
         self,
@@ -158,16 +106,7 @@ class TwilioMessages:
             status="accepted" if service_sid else "queued",
             final_error=final_error,
         )
-        with self._lock:
-            self._messages[message.sid] = message
-            if len(self._messages) > self.max_messages:
-                del self._messages[next(iter(self._messages))]
-            generation = self._generation
-            resource = self._resource(message)
-        asyncio.get_running_loop().call_later(
-            self.callback_delay, self._advance, message.sid, generation
-        )
-        return resource
+        return self._add(message.sid, message)
 
     def _advance(self, sid: str, generation: int) -> None:
         with self._lock:
@@ -188,29 +127,14 @@ class TwilioMessages:
                 message.error_code = message.final_error
             batch = self._callback_batch(message, now)
         if status not in _FINAL:
-            asyncio.get_running_loop().call_later(
-                self.callback_delay, self._advance, sid, generation
-            )
+            self._next_step(sid, generation)
         if batch and message.status_callback:
             self.callbacks.send(sid, message.status_callback, batch)
 
-    def _callback_batch(self, message: _Message, now: datetime) -> list[dict[str, str]]:
+    def _callback_batch(self, message: _Message, now: datetime) -> list[dict[str, Any]]:
         if message.status_callback is None or message.status not in _CALLBACK_STATUSES:
             return []
-        params = self._callback_params(message, now)
-        final = message.status in _FINAL
-        if self.reorder or message.held:
-            # Hold every callback until the final one, then release them newest first.
-            message.held = [*(message.held or []), params]
-            if not final:
-                return []
-            batch = message.held[::-1] if self.reorder else message.held
-            message.held = None
-        else:
-            batch = [params]
-        if self.duplicate:
-            batch = [item for item in batch for _ in range(2)]
-        return batch
+        return self._reports(message, self._callback_params(message, now), message.status in _FINAL)
 
     def _callback_params(self, message: _Message, now: datetime) -> dict[str, str]:
         params = {

@@ -1,16 +1,19 @@
 """Emulator of Vapi's REST API, and a client that plays Vapi calling our server URL.
 
 `VapiSandbox` answers `POST /call` (phone-call-provider bypass: the call object carries the
-TwiML that connects Twilio's media stream to Vapi), `GET /call/{id}` and the `/assistant`
-endpoints, with Vapi's NestJS error bodies: `{"message": [...] | "...", "error": "Bad
-Request", "statusCode": 400}`. Field validation answers a list of messages, as
-class-validator does (unknown properties are rejected, like Vapi's whitelist); a missing
-phone number, customer or assistant answers a single sentence, as Vapi's call service does.
+TwiML that connects Twilio's media stream to Vapi), `GET /call/{id}`, the `/assistant`
+endpoints and the `/phone-number` endpoints for Vapi SIP numbers (gateway/sandbox/vapi_sip.py),
+with Vapi's NestJS error bodies: `{"message": [...] | "...", "error": "Bad Request",
+"statusCode": 400}`. Field validation answers a list of messages, as class-validator does
+(unknown properties are rejected, like Vapi's whitelist); a missing phone number, customer or
+assistant answers a single sentence, as Vapi's call service does. Every API request's method,
+path and body is kept in `requests`, for tests that pin the wire.
 
-`VapiServerMessenger` sends the server messages Vapi sends during a call — `tool-calls`,
-`status-update`, `end-of-call-report`, `assistant-request` — in Vapi's envelope
-`{"message": {"type", "call", "timestamp", ...}}`, authenticated with `X-Vapi-Secret` or a
-Bearer credential.
+`sip_invite` plays a SIP INVITE reaching Vapi (the address of Twilio's `<Dial><Sip>`): it
+answers the call object Vapi makes of it, to send on in an `assistant-request`.
+
+`VapiServerMessenger` (gateway/sandbox/vapi_messenger.py, exported here) sends the server
+messages Vapi sends during a call to our server URL.
 """
 
 from __future__ import annotations
@@ -19,24 +22,26 @@ import asyncio
 import json
 import re
 import secrets
-import string
-import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any
 
-import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.sandbox import vapi_sip
+from gateway.sandbox.control import bad_request, hold, json_object, requested_fault
 from gateway.sandbox.faults import FaultQueue
+from gateway.sandbox.vapi_messenger import VapiServerMessenger, vapi_call
+
+__all__ = ["INVALID_KEY", "VapiSandbox", "VapiServerMessenger", "run_vapi", "vapi_call"]
 
 FAULT_KINDS = frozenset({"500", "401", "400", "hang"})
+SIP_HOST = "sip.vapi.ai"
 STREAM_HOST = "phone-call-websocket.aws-us-west-2-backend-production1.vapi.ai"
 INVALID_KEY = (
     "Invalid Key. Hot tip, you may be using the private key instead of the public key, "
@@ -68,14 +73,21 @@ class VapiSandbox:
         hang_seconds: float = 30.0,
         org_id: str | None = None,
         stream_host: str = STREAM_HOST,
+        sip_host: str = SIP_HOST,
     ) -> None:
         self.api_key = api_key
         self.latency = latency
         self.hang_seconds = hang_seconds
         self.org_id = org_id or str(uuid.uuid4())
         self.stream_host = stream_host
+        self.sip_host = sip_host
         self.calls: list[dict[str, Any]] = []
         self.assistants: dict[str, dict[str, Any]] = {}
+        self.phone_numbers: dict[str, dict[str, Any]] = {}
+        # the calls Vapi made of SIP INVITEs to its numbers (see `sip_invite`)
+        self.sip_calls: list[dict[str, Any]] = []
+        # (method, path, JSON body) of every API request that passed the key check
+        self.requests: list[tuple[str, str, Any]] = []
         self._faults = FaultQueue(FAULT_KINDS)
         self._generation = 0
         self.app = Starlette(
@@ -85,9 +97,13 @@ class VapiSandbox:
                 Route("/assistant", self._create_assistant, methods=["POST"]),
                 Route("/assistant/{id}", self._get_assistant, methods=["GET"]),
                 Route("/assistant/{id}", self._update_assistant, methods=["PATCH"]),
+                Route("/phone-number", self._create_number, methods=["POST"]),
+                Route("/phone-number/{id}", self._get_number, methods=["GET"]),
+                Route("/phone-number/{id}", self._update_number, methods=["PATCH"]),
                 Route("/_sandbox/faults", self._http_fault, methods=["POST"]),
                 Route("/_sandbox/calls", self._http_calls, methods=["GET"]),
                 Route("/_sandbox/assistants", self._http_assistants, methods=["GET"]),
+                Route("/_sandbox/phone-numbers", self._http_numbers, methods=["GET"]),
                 Route("/_sandbox/reset", self._http_reset, methods=["POST"]),
             ]
         )
@@ -97,11 +113,27 @@ class VapiSandbox:
         self._faults.add(kind, count)
 
     def reset(self) -> None:
-        """Forget calls, assistants and faults; release answers held by a `hang` fault."""
+        """Forget calls, assistants, phone numbers, requests and faults; release answers held
+        by a `hang` fault."""
         self.calls.clear()
         self.assistants.clear()
+        self.phone_numbers.clear()
+        self.sip_calls.clear()
+        self.requests.clear()
         self._faults.clear()
         self._generation += 1
+
+    def sip_invite(self, address: str, caller: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """An INVITE from `caller` to `address` (the text of a `<Sip>`): the call Vapi makes
+        of it and the number it reached, or None when no number has that SIP URI (Vapi
+        refuses the INVITE)."""
+        uri, headers = vapi_sip.invite(address)
+        for number in self.phone_numbers.values():
+            if str(number.get("sipUri", "")).lower() == uri.lower():
+                call = vapi_sip.sip_call(number, caller, headers, self.org_id)
+                self.sip_calls.append(call)
+                return call, number
+        return None
 
     # -- API -------------------------------------------------------------------------------
 
@@ -109,7 +141,7 @@ class VapiSandbox:
         denied = await self._guard(request)
         if denied is not None:
             return denied
-        body = await _json_body(request)
+        body = await self._body(request)
         if not isinstance(body, dict):
             return _error(400, "Bad Request", ["body must be a JSON object"])
         problems = _call_problems(body)
@@ -126,28 +158,18 @@ class VapiSandbox:
         return JSONResponse(call, status_code=201)
 
     async def _get_call(self, request: Request) -> Response:
-        denied = await self._guard(request)
-        if denied is not None:
-            return denied
-        failed = await self._fault(request)
-        if failed is not None:
-            return failed
+        _, stop = await self._admit(request)
+        if stop is not None:
+            return stop
         for call in self.calls:
             if call["id"] == request.path_params["id"]:
                 return JSONResponse(call)
         return _error(404, "Not Found", "Call not found")
 
     async def _create_assistant(self, request: Request) -> Response:
-        denied = await self._guard(request)
-        if denied is not None:
-            return denied
-        body = await _json_body(request)
-        problems = _assistant_problems(body)
-        if problems:
-            return _error(400, "Bad Request", problems)
-        failed = await self._fault(request)
-        if failed is not None:
-            return failed
+        body, stop = await self._admit(request, _assistant_problems)
+        if stop is not None:
+            return stop
         now = _iso(datetime.now(UTC))
         assistant = {"id": str(uuid.uuid4()), "orgId": self.org_id, **body}
         assistant.update(createdAt=now, updatedAt=now)
@@ -155,28 +177,18 @@ class VapiSandbox:
         return JSONResponse(self.assistants[assistant["id"]], status_code=201)
 
     async def _get_assistant(self, request: Request) -> Response:
-        denied = await self._guard(request)
-        if denied is not None:
-            return denied
-        failed = await self._fault(request)
-        if failed is not None:
-            return failed
+        _, stop = await self._admit(request)
+        if stop is not None:
+            return stop
         assistant = self.assistants.get(request.path_params["id"])
         if assistant is None:
             return _error(404, "Not Found", "Assistant not found")
         return JSONResponse(assistant)
 
     async def _update_assistant(self, request: Request) -> Response:
-        denied = await self._guard(request)
-        if denied is not None:
-            return denied
-        body = await _json_body(request)
-        problems = _assistant_problems(body)
-        if problems:
-            return _error(400, "Bad Request", problems)
-        failed = await self._fault(request)
-        if failed is not None:
-            return failed
+        body, stop = await self._admit(request, _assistant_problems)
+        if stop is not None:
+            return stop
         assistant = self.assistants.get(request.path_params["id"])
         if assistant is None:
             return _error(404, "Not Found", "Assistant not found")
@@ -185,6 +197,55 @@ class VapiSandbox:
         assistant["updatedAt"] = _iso(datetime.now(UTC))
         _with_secret_flag(assistant)
         return JSONResponse(assistant)
+
+    async def _create_number(self, request: Request) -> Response:
+        body, stop = await self._admit(request, self._new_number_problems)
+        if stop is not None:
+            return stop
+        free = f"+1415555{len(self.phone_numbers):04d}"
+        number = vapi_sip.new_number(body, self.org_id, free)
+        self.phone_numbers[number["id"]] = number
+        return JSONResponse(number, status_code=201)
+
+    async def _get_number(self, request: Request) -> Response:
+        _, stop = await self._admit(request)
+        if stop is not None:
+            return stop
+        number = self.phone_numbers.get(request.path_params["id"])
+        if number is None:
+            return _error(404, "Not Found", "Phone Number Not Found")
+        return JSONResponse(number)
+
+    async def _update_number(self, request: Request) -> Response:
+        body, stop = await self._admit(request, self._number_update_problems)
+        if stop is not None:
+            return stop
+        number = self.phone_numbers.get(request.path_params["id"])
+        if number is None:
+            return _error(404, "Not Found", "Phone Number Not Found")
+        if self._sip_uri_taken(body.get("sipUri"), but=number["id"]):
+            return _error(400, "Bad Request", "sipUri is already in use")
+        number.update(body)
+        number["updatedAt"] = _iso(datetime.now(UTC))
+        return JSONResponse(number)
+
+    def _new_number_problems(self, body: Any) -> list[str] | str:
+        problems = vapi_sip.number_problems(body, self.sip_host, creating=True)
+        if not problems and self._sip_uri_taken(body.get("sipUri")):
+            return "sipUri is already in use"
+        return problems
+
+    def _number_update_problems(self, body: Any) -> list[str] | str:
+        return vapi_sip.number_problems(body, self.sip_host, creating=False)
+
+    def _sip_uri_taken(self, uri: Any, but: str | None = None) -> bool:
+        if not isinstance(uri, str):
+            return False
+        return any(
+            str(n.get("sipUri", "")).lower() == uri.lower()
+            for n in self.phone_numbers.values()
+            if n["id"] != but
+        )
 
     def _new_call(self, body: dict[str, Any]) -> dict[str, Any]:
         now = _iso(datetime.now(UTC))
@@ -218,6 +279,23 @@ class VapiSandbox:
             call.setdefault(key, value)
         return call
 
+    async def _admit(
+        self, request: Request, check: Callable[[Any], list[str] | str] | None = None
+    ) -> tuple[Any, Response | None]:
+        """The request's JSON body (read when there is a `check`) and, when it must not go
+        on, the answer: a wrong key (401), what `check` finds wrong with the body (400: a list
+        of messages, or one sentence), or a queued fault."""
+        denied = await self._guard(request)
+        if denied is not None:
+            return None, denied
+        if check is None:
+            return None, await self._fault(request)
+        body = await self._body(request)
+        problems = check(body)
+        if problems:
+            return body, _error(400, "Bad Request", problems)
+        return body, await self._fault(request)
+
     async def _guard(self, request: Request) -> Response | None:
         if self.latency > 0:
             await asyncio.sleep(self.latency)
@@ -242,23 +320,15 @@ class VapiSandbox:
 
     async def _hang(self, request: Request) -> None:
         generation = self._generation
-        deadline = time.monotonic() + self.hang_seconds
-        while time.monotonic() < deadline and generation == self._generation:
-            # A client that gave up must not keep the server busy until the deadline.
-            if await request.is_disconnected():
-                return
-            await asyncio.sleep(0.02)
+        await hold(request, self.hang_seconds, lambda: generation == self._generation)
 
     # -- control endpoints -----------------------------------------------------------------
 
     async def _http_fault(self, request: Request) -> Response:
-        data = await _json_body(request)
-        if not isinstance(data, dict):
-            return JSONResponse({"error": "expected a JSON object"}, status_code=400)
-        try:
-            self.add_fault(str(data.get("kind")), int(data.get("count", 1)))
-        except (TypeError, ValueError) as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+        fault = requested_fault(await json_object(request), FAULT_KINDS)
+        if isinstance(fault, str):
+            return bad_request(fault)
+        self.add_fault(*fault)
         return JSONResponse({"pending": self._faults.pending})
 
     async def _http_calls(self, request: Request) -> Response:
@@ -266,6 +336,14 @@ class VapiSandbox:
 
     async def _http_assistants(self, request: Request) -> Response:
         return JSONResponse({"assistants": list(self.assistants.values())})
+
+    async def _http_numbers(self, request: Request) -> Response:
+        return JSONResponse({"phone_numbers": list(self.phone_numbers.values())})
+
+    async def _body(self, request: Request) -> Any:
+        body = await _json_body(request)
+        self.requests.append((request.method, request.url.path, body))
+        return body
 
     async def _http_reset(self, request: Request) -> Response:
         self.reset()
@@ -348,201 +426,7 @@ def _error(status: int, error: str, message: str | list[str]) -> JSONResponse:
     )
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _as_datetime(moment: datetime | str) -> datetime:
-    if isinstance(moment, datetime):
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return datetime.fromisoformat(moment.replace("Z", "+00:00"))
-
-
-def vapi_call(
-    assistant_id: str,
-    customer_number: str,
-    *,
-    call_id: str | None = None,
-    org_id: str | None = None,
-    phone_number_id: str | None = None,
-    metadata: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """A minimal call object as Vapi embeds it in server messages."""
-    call: dict[str, Any] = {
-        "id": call_id or str(uuid.uuid4()),
-        "orgId": org_id or str(uuid.uuid4()),
-        "type": "inboundPhoneCall",
-        "assistantId": assistant_id,
-        "customer": {"number": customer_number},
-        "status": "in-progress",
-    }
-    if phone_number_id is not None:
-        call["phoneNumberId"] = phone_number_id
-    if metadata is not None:
-        call["metadata"] = dict(metadata)
-    return call
-
-
-class VapiServerMessenger:
-    """Plays Vapi calling a server URL: builds the real message envelopes and POSTs them."""
-
-    def __init__(
-        self,
-        server_url: str,
-        secret: str | None,
-        client: httpx.AsyncClient | None = None,
-        *,
-        bearer: bool = False,
-    ) -> None:
-        self.server_url = server_url
-        self.secret = secret
-        self.bearer = bearer
-        self._own_client = client is None
-        self._client = client or httpx.AsyncClient(timeout=10.0)
-
-    async def send(self, message: Mapping[str, Any]) -> httpx.Response:
-        """POST `{"message": message}` with Vapi's credential header and a timestamp."""
-        headers: dict[str, str] = {}
-        if self.secret is not None:
-            if self.bearer:
-                headers["authorization"] = f"Bearer {self.secret}"
-            else:
-                headers["x-vapi-secret"] = self.secret
-        envelope = {"message": {"timestamp": int(time.time() * 1000), **message}}
-        return await self._client.post(self.server_url, json=envelope, headers=headers)
-
-    async def tool_calls(
-        self,
-        call: Mapping[str, Any],
-        calls: Sequence[tuple[str, dict[str, Any] | str]],
-    ) -> httpx.Response:
-        """`calls` are (function name, arguments); arguments go out exactly as given."""
-        tool_calls: list[dict[str, Any]] = []
-        with_tools: list[dict[str, Any]] = []
-        for name, arguments in calls:
-            tool_call = {
-                "id": _tool_call_id(),
-                "type": "function",
-                "function": {"name": name, "arguments": arguments},
-            }
-            tool_calls.append(tool_call)
-            with_tools.append(
-                {
-                    "type": "function",
-                    "function": {"name": name, "parameters": {"type": "object", "properties": {}}},
-                    "server": {"url": self.server_url},
-                    "messages": [],
-                    "toolCall": tool_call,
-                }
-            )
-        return await self.send(
-            {
-                "type": "tool-calls",
-                "toolCallList": tool_calls,
-                "toolWithToolCallList": with_tools,
-                "artifact": {"messages": []},
-                "call": dict(call),
-                "customer": call.get("customer"),
-            }
-        )
-
-    async def status_update(
-        self, call: Mapping[str, Any], status: str, ended_reason: str | None = None
-    ) -> httpx.Response:
-        message: dict[str, Any] = {"type": "status-update", "status": status}
-        call_now = {**call, "status": status}
-        if ended_reason is not None:
-            message["endedReason"] = ended_reason
-            call_now["endedReason"] = ended_reason
-        message["call"] = call_now
-        return await self.send(message)
-
-    async def end_of_call_report(
-        self,
-        call: Mapping[str, Any],
-        started_at: datetime | str,
-        ended_at: datetime | str,
-        cost_usd: float,
-        ended_reason: str = "customer-ended-call",
-        transcript: str = "",
-        recording_url: str | None = None,
-        summary: str | None = None,
-    ) -> httpx.Response:
-        start, end = _as_datetime(started_at), _as_datetime(ended_at)
-        seconds = max((end - start).total_seconds(), 0.0)
-        artifact: dict[str, Any] = {"messages": [], "transcript": transcript}
-        if recording_url is not None:
-            artifact["recordingUrl"] = recording_url
-        return await self.send(
-            {
-                "type": "end-of-call-report",
-                "endedReason": ended_reason,
-                "startedAt": _iso(start),
-                "endedAt": _iso(end),
-                "durationSeconds": seconds,
-                "durationMs": round(seconds * 1000),
-                "durationMinutes": round(seconds / 60, 4),
-                "cost": cost_usd,
-                "costBreakdown": _cost_breakdown(cost_usd),
-                "costs": _costs(cost_usd, seconds),
-                "artifact": artifact,
-                "analysis": {"summary": summary} if summary is not None else {},
-                "call": {**call, "status": "ended", "endedReason": ended_reason},
-                "customer": call.get("customer"),
-            }
-        )
-
-    async def assistant_request(self, call: Mapping[str, Any]) -> httpx.Response:
-        message: dict[str, Any] = {
-            "type": "assistant-request",
-            "call": {**call, "status": "ringing"},
-            "customer": call.get("customer"),
-        }
-        if "phoneNumberId" in call:
-            message["phoneNumber"] = {"id": call["phoneNumberId"], "provider": "twilio"}
-        return await self.send(message)
-
-    async def aclose(self) -> None:
-        if self._own_client:
-            await self._client.aclose()
-
-    async def __aenter__(self) -> VapiServerMessenger:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-
-def _tool_call_id() -> str:
-    alphabet = string.ascii_letters + string.digits
-    return "call_" + "".join(secrets.choice(alphabet) for _ in range(24))
-
-
-# Shares of a call's cost by component; only the total is meaningful in the sandbox.
-_COST_SHARES = (("transport", 0.1), ("stt", 0.1), ("llm", 0.3), ("tts", 0.2))
-
-
-def _cost_breakdown(total: float) -> dict[str, Any]:
-    parts = {name: round(total * share, 4) for name, share in _COST_SHARES}
-    parts["vapi"] = round(total - sum(parts.values()), 4)
-    return {**parts, "total": total, "llmPromptTokens": 0, "llmCompletionTokens": 0}
-
-
-def _costs(total: float, seconds: float) -> list[dict[str, Any]]:
-    parts = _cost_breakdown(total)
-    minutes = round(seconds / 60, 4)
-    return [
-        {"type": "transport", "provider": "twilio", "minutes": minutes, "cost": parts["transport"]},
-        {"type": "transcriber", "minutes": minutes, "cost": parts["stt"]},
-        {"type": "model", "promptTokens": 0, "completionTokens": 0, "cost": parts["llm"]},
-        {"type": "voice", "characters": 0, "cost": parts["tts"]},
-        {"type": "vapi", "subType": "normal", "minutes": minutes, "cost": parts["vapi"]},
-    ]
+_iso = vapi_sip.iso
 
 
 def run_vapi(

@@ -35,21 +35,38 @@ import json
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.sandbox.control import (
+    apply_settings,
+    bad_request,
+    closing,
+    hold,
+    json_object,
+    requested_fault,
+)
 from gateway.sandbox.faults import FaultQueue
 
 FAULT_KINDS = frozenset({"130429", "131047", "131026", "190", "500", "hang"})
 PROVIDERS = ("meta_cloud", "360dialog")
+# What POST /_sandbox/settings may change, with its type (str: a URL, or null to unset).
+_SETTINGS: dict[str, type] = {
+    "webhook_url": str,
+    "d360_webhook_url": str,
+    "d360_webhook_headers": dict,
+    "callback_delay": float,
+    "reorder": bool,
+    "duplicate": bool,
+    "hang_seconds": float,
+}
 ERROR_CODES_URL = "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/"
 _ASYNC_FAILURES = {
     "131047": (
@@ -177,10 +194,12 @@ class WhatsAppSandbox:
                 Route("/_sandbox/messages", self._http_messages, methods=["GET"]),
                 Route("/_sandbox/webhooks", self._http_webhooks, methods=["GET"]),
                 Route("/_sandbox/reset", self._http_reset, methods=["POST"]),
-                Route("/_sandbox/config", self._http_config, methods=["POST"]),
+                Route("/_sandbox/settings", self._http_settings, methods=["GET", "POST"]),
+                # the name these switches had first
+                Route("/_sandbox/config", self._http_settings, methods=["POST"]),
                 Route("/_sandbox/inbound", self._http_inbound, methods=["POST"]),
             ],
-            lifespan=self._lifespan,
+            lifespan=closing(self.aclose),
         )
 
     # -- configuration ---------------------------------------------------------------------
@@ -349,12 +368,7 @@ class WhatsAppSandbox:
 
     async def _hang(self, request: Request) -> None:
         generation = self._generation
-        deadline = time.monotonic() + self.hang_seconds
-        while time.monotonic() < deadline and generation == self._generation:
-            # A client that gave up must not keep the server busy until the deadline.
-            if await request.is_disconnected():
-                return
-            await asyncio.sleep(0.02)
+        await hold(request, self.hang_seconds, lambda: generation == self._generation)
 
     # -- webhooks --------------------------------------------------------------------------
 
@@ -449,21 +463,13 @@ class WhatsAppSandbox:
             await self._http.aclose()
             self._http = None
 
-    @contextlib.asynccontextmanager
-    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            await self.aclose()
-
     # -- control endpoints -----------------------------------------------------------------
 
     async def _http_fault(self, request: Request) -> Response:
-        data = await _json_object(request)
-        try:
-            self.add_fault(str(data.get("kind")), int(data.get("count", 1)))
-        except (TypeError, ValueError) as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+        fault = requested_fault(await json_object(request), FAULT_KINDS)
+        if isinstance(fault, str):
+            return bad_request(fault)
+        self.add_fault(*fault)
         return JSONResponse({"pending": self._faults.pending})
 
     async def _http_messages(self, request: Request) -> Response:
@@ -476,19 +482,15 @@ class WhatsAppSandbox:
         self.reset()
         return JSONResponse({"reset": True})
 
-    async def _http_config(self, request: Request) -> Response:
-        data = await _json_object(request)
-        allowed = {"webhook_url", "d360_webhook_url", "d360_webhook_headers"}
-        allowed |= {"callback_delay", "reorder", "duplicate", "hang_seconds"}
-        unknown = set(data) - allowed
-        if unknown:
-            return JSONResponse({"error": f"unknown settings: {sorted(unknown)}"}, 400)
-        for key, value in data.items():
-            setattr(self, key, value)
-        return JSONResponse({key: getattr(self, key) for key in sorted(allowed)})
+    async def _http_settings(self, request: Request) -> Response:
+        if request.method == "POST":
+            problem = apply_settings(self, _SETTINGS, await json_object(request))
+            if problem:
+                return bad_request(problem)
+        return JSONResponse({key: getattr(self, key) for key in sorted(_SETTINGS)})
 
     async def _http_inbound(self, request: Request) -> Response:
-        data = await _json_object(request)
+        data = await json_object(request)
         provider = str(data.get("provider", "meta_cloud"))
         default_number = self.d360_phone_number_id if provider == "360dialog" else ""
         try:
@@ -567,7 +569,7 @@ def _envelope(target: _Target, value: dict[str, Any]) -> dict[str, Any]:
 
 async def _parse_message(request: Request) -> tuple[dict[str, Any], str | None]:
     """Validate a send body the way the Cloud API does, for the types we emulate."""
-    body = await _json_object(request)
+    body = await json_object(request)
     if body.get("messaging_product") != "whatsapp":
         return body, "The parameter messaging_product is required and must be 'whatsapp'."
     if body.get("recipient_type", "individual") != "individual":
@@ -596,14 +598,6 @@ async def _parse_message(request: Request) -> tuple[dict[str, Any], str | None]:
     else:
         return body, f'Param type must be one of {{TEXT, TEMPLATE}} - got "{kind}".'
     return body, None
-
-
-async def _json_object(request: Request) -> dict[str, Any]:
-    try:
-        data = json.loads(await request.body() or b"{}")
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _same(given: str, expected: str) -> bool:
@@ -670,26 +664,3 @@ def _trace_id() -> str:
 
 def _hmac_hex(secret: str, raw: bytes, algorithm: str) -> str:
     return hmac.new(secret.encode(), raw, algorithm).hexdigest()
-
-
-def run_whatsapp(
-    host: str = "127.0.0.1",
-    port: int = 8788,
-    *,
-    access_token: str = "sandbox-meta-token",
-    d360_api_key: str = "sandbox-d360-key",
-    app_secret: str = "sandbox-app-secret",
-    webhook_url: str | None = None,
-    d360_webhook_url: str | None = None,
-    callback_delay: float = 0.5,
-) -> None:
-    """Serve the WhatsApp emulator in the foreground until interrupted."""
-    sandbox = WhatsAppSandbox(
-        access_token,
-        d360_api_key,
-        app_secret,
-        callback_delay,
-        webhook_url=webhook_url,
-        d360_webhook_url=d360_webhook_url,
-    )
-    uvicorn.run(sandbox.app, host=host, port=port, log_level="info")

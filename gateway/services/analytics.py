@@ -16,8 +16,6 @@ Definitions, for outbound messages created in [start, end):
 
 from __future__ import annotations
 
-import base64
-import json
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,7 +28,8 @@ from gateway.db import Database, TenantDB
 from gateway.errors import ValidationFailed
 from gateway.ids import iso
 from gateway.store import analytics as store
-from gateway.validation import loads_json, normalize_e164, normalize_email
+from gateway.store.paging import decode_cursor, encode_cursor
+from gateway.validation import normalize_e164, normalize_email
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
@@ -306,20 +305,6 @@ def contact_forms(contact: str, region: str | None = None) -> tuple[list[str], b
         ) from None
 
 
-def encode_cursor(when: str, item_id: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([when, item_id]).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[str, str]:
-    try:
-        value = loads_json(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except ValueError:  # binascii.Error too
-        value = None
-    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)):
-        raise ValidationFailed.one("cursor", "is not a cursor this endpoint returned")
-    return value[0], value[1]
-
-
 def _content(row: sqlite3.Row) -> str | None:
     if row["type"] != "message":
         return None
@@ -331,7 +316,7 @@ async def timeline(
     tdb: TenantDB, contact: str, limit: int, cursor: str | None, region: str | None = None
 ) -> dict[str, Any]:
     forms, is_phone = contact_forms(contact, region)
-    before = decode_cursor(cursor) if cursor else None
+    before = decode_cursor(cursor, 2) if cursor else None
     rows = await store.timeline(tdb, forms, limit + 1, before, calls=is_phone)
     more = len(rows) > limit
     rows = rows[:limit]

@@ -17,8 +17,6 @@ requests for the last place cannot both see it free.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
@@ -26,14 +24,14 @@ from enum import Enum
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from gateway.auth import TenantPrincipal
 from gateway.channel_models import PhoneConfig
 from gateway.db import Database, ScopedConnection, TenantDB
+from gateway.domain.appointments import MAX_DURATION
 from gateway.errors import Conflict, NotFound, ValidationFailed
 from gateway.ids import iso, new_id, parse_iso
 from gateway.services.channel_config import ChannelConfigService
+from gateway.services.principal import TenantPrincipal
 from gateway.services.slots import (
-    MAX_DURATION,
     Availability,
     BookingResult,
     BookingRules,
@@ -44,6 +42,7 @@ from gateway.services.slots import (
 )
 from gateway.store import appointments as store
 from gateway.store import tenants as tenants_store
+from gateway.store.paging import decode_cursor, encode_cursor
 from gateway.store.tenants import Tenant
 from gateway.validation import normalize_e164, normalize_email
 
@@ -87,22 +86,6 @@ class BookingInvalid(ValidationFailed):
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _cursor(row: dict[str, Any]) -> str:
-    raw = f"{row['starts_at']}|{row['id']}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[str, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise ValidationFailed.one("cursor", "is not a cursor this API returned") from None
-    starts_at, sep, appointment_id = raw.partition("|")
-    if not sep or not appointment_id:
-        raise ValidationFailed.one("cursor", "is not a cursor this API returned")
-    return starts_at, appointment_id
 
 
 class BookingService:
@@ -399,12 +382,14 @@ class BookingService:
             "from": iso(starts_from) if starts_from else None,
             "to": iso(starts_before) if starts_before else None,
         }
-        after = _decode_cursor(cursor) if cursor else None
+        after = decode_cursor(cursor, 2) if cursor else None
         rows = await store.list_appointments(tdb, filters, limit + 1, after)
         page = [dict(r) for r in rows[:limit]]
         return {
             "appointments": [store.public_appointment(r, rules.tz) for r in page],
-            "next_cursor": _cursor(page[-1]) if len(rows) > limit else None,
+            "next_cursor": (
+                encode_cursor(page[-1]["starts_at"], page[-1]["id"]) if len(rows) > limit else None
+            ),
         }
 
     async def cancel(self, tenant: TenantRef, appointment_id: str) -> dict[str, Any]:

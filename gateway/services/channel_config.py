@@ -9,12 +9,19 @@ clear except to the adapters that need them.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from gateway.channel_models import SPECS, ChannelSpec, EmailConfig, missing_fields
+from gateway.channel_models import (
+    SPECS,
+    ChannelSpec,
+    EmailConfig,
+    SmsOperatorConfig,
+    missing_fields,
+)
 from gateway.config import Settings
 from gateway.crypto import DecryptionError, Keyring, aad_for
 from gateway.db import ScopedConnection, TenantDB
@@ -24,7 +31,16 @@ from gateway.services.numbers import operator_numbers
 from gateway.store import channels as store
 from gateway.validation import field_errors, validate_model
 
-_GATEWAY_NAMES = ("VAPI_API_KEY", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_PHONE_NUMBER")
+# The operator's settings a channel's readiness depends on (`missing_fields`), as text.
+_GATEWAY_NAMES = (
+    "VAPI_API_KEY",
+    "TWILIO_ACCOUNT_SID",
+    "TWILIO_AUTH_TOKEN",
+    "TWILIO_PHONE_NUMBER",
+    "TELNYX_API_KEY",
+    "TELNYX_PHONE_NUMBER",
+    "SMS_PROVIDERS",
+)
 
 
 def spec_for(channel: str) -> ChannelSpec:
@@ -97,19 +113,34 @@ class ChannelState:
         return model
 
 
+class SmsProviders(Protocol):
+    """What the channel settings need to know of the SMS providers (failover's routing)."""
+
+    def names(self) -> tuple[str, ...]: ...
+
+    def ready(self, operator: Mapping[str, Any]) -> bool: ...
+
+
 class ChannelConfigService:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, sms: SmsProviders | None = None) -> None:
         self.settings = settings
         self.keyring: Keyring = settings.keyring
         self.smtp_hosts = HostGuard.from_settings(settings)
+        # which SMS providers exist and whether one of a tenant's can send
+        self.sms = sms
 
     def _gateway_values(self) -> dict[str, str | None]:
-        return {name: self.settings.get(name) for name in _GATEWAY_NAMES}
+        return self.settings.typed.text_of(_GATEWAY_NAMES)
 
     def missing(self, state: ChannelState) -> list[str]:
-        return missing_fields(
-            state.spec.channel, state.row.settings, state.secrets, self._gateway_values()
-        )
+        return self._missing(state.spec.channel, state.row.settings, state.secrets)
+
+    def _missing(
+        self, channel: str, settings: dict[str, Any], secrets: dict[str, str]
+    ) -> list[str]:
+        if channel == "sms" and self.sms is not None and self.sms.ready(settings):
+            return []  # one of the tenant's providers can send (failover: any of them)
+        return missing_fields(channel, settings, secrets, self._gateway_values())
 
     async def load(
         self, tdb: TenantDB, channel: str, *, unreadable_ok: bool = False
@@ -226,6 +257,14 @@ class ChannelConfigService:
             )
         merged = merge_patch(state.operator_settings, patch)
         model: BaseModel = validate_model(spec.operator_model, merged)
+        if isinstance(model, SmsOperatorConfig) and model.providers and self.sms is not None:
+            known = self.sms.names()
+            unknown = [name for name in model.providers if name not in known]
+            if unknown:
+                raise ValidationFailed.one(
+                    "providers",
+                    f"unknown SMS provider {', '.join(unknown)}; known: {', '.join(known)}",
+                )
         settings = {**state.tenant_settings, **model.model_dump(mode="json")}
         return await self._store(tdb, state, settings, state.secrets)
 
@@ -288,7 +327,7 @@ class ChannelConfigService:
     ) -> dict[str, Any]:
         channel = state.spec.channel
         if state.row.enabled:
-            missing = missing_fields(channel, settings, secrets, self._gateway_values())
+            missing = self._missing(channel, settings, secrets)
             if missing:
                 raise Conflict(
                     f"The {channel} channel is enabled and would lose required settings: "

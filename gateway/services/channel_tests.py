@@ -1,6 +1,10 @@
-"""`POST /api/channels/test`: send a real test message through the channel's adapter and
-report the provider's answer. The test message is logged (and billed) like any other, with
-`metadata.channel_test = true`. The phone channel is validated only.
+"""`POST /api/channels/test`: send a real test message and report the provider's answer.
+
+The test message takes the path of every message: accepted by the messaging service (the
+same validation, suppressions, sender and price; logged and billed like any other, with
+`metadata.channel_test = true`), then sent at once by the dispatcher's own send step — the
+same provider, status transitions and events. The channel may still be off; a transient
+failure is reported rather than retried. The phone channel is validated only.
 
 A live test takes a token from the tenant's send limit (the one the send endpoints use) and
 one from its own per-tenant, per-channel limit, both or neither, before anything is written
@@ -8,36 +12,39 @@ or sent: a 429 means nothing happened."""
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
-from gateway.auth import TenantPrincipal
-from gateway.channels.base import OutboundMessage, ProviderError
-from gateway.channels.registry import Adapters
 from gateway.errors import Conflict, ValidationFailed
-from gateway.ids import new_id, now_iso
+from gateway.providers.base import ProviderError, SendResult
+from gateway.providers.registry import Providers
 from gateway.regions import tenant_region
-from gateway.services import pricing, segments
 from gateway.services.channel_config import ChannelConfigService
+from gateway.services.dispatcher import Dispatcher
+from gateway.services.messaging import Draft, MessagingService
+from gateway.services.principal import TenantPrincipal
 from gateway.services.ratelimit import TokenBuckets, take_all
-from gateway.store import messages as store
 from gateway.validation import normalize_e164, normalize_email
 
 TEST_TEXT = "Channel Gateway test message: this channel works."
-# what the provider said about the send: true whatever status a callback has set meanwhile
-_PROVIDER_FIELDS = ("provider", "provider_message_id", "provider_status")
+TEST_SUBJECT = "Channel Gateway test"
+# the provider each channel's messages go to when accepted
+_PROVIDER_OF = {"email": "smtp"}
 
 
 class ChannelTests:
     def __init__(
         self,
         channels: ChannelConfigService,
-        adapters: Adapters,
+        providers: Providers,
+        messaging: MessagingService,
+        dispatcher: Dispatcher,
         send_limiter: TokenBuckets | None = None,
         test_limiter: TokenBuckets | None = None,
     ) -> None:
         self.channels = channels
-        self.adapters = adapters
+        self.providers = providers
+        self.messaging = messaging
+        self.dispatcher = dispatcher
         self.send_limiter = send_limiter
         self.test_limiter = test_limiter
 
@@ -74,17 +81,8 @@ class ChannelTests:
                 "outcome": "ok",
                 "detail": "configuration is complete; calls are checked by calling in",
             }
-        config = state.config()
-        operator = state.operator_settings
-        sender: str | None
-        if channel == "sms":
-            sender = operator.get("sender") or self.channels.settings.get("TWILIO_PHONE_NUMBER")
-        elif channel == "email":
-            sender = getattr(config, "from_email", None)
-        else:
-            sender = getattr(config, "phone_number_id", None)
-        adapter = self.adapters(channel, None)
-        if adapter is None:
+        provider = self._provider(channel, state.config())
+        if self.providers.sender(provider) is None:
             return {
                 **result,
                 "ok": False,
@@ -93,138 +91,37 @@ class ChannelTests:
                 "detail": f"the gateway has no {channel} provider configured",
             }
         self._meter(principal.tenant.id, channel)
-        message_id = new_id("msg")
-        public = self.channels.settings.public_base_url
-        message = OutboundMessage(
-            id=message_id,
-            tenant_id=principal.tenant.id,
-            to=to,
+        draft = Draft(
+            channel,
+            to,
             body=TEST_TEXT,
-            config=config,
-            sender=sender,
-            subject="Channel Gateway test",
-            status_callback=f"{public}/webhooks/twilio/status?mid={message_id}"
-            if channel == "sms"
-            else None,
+            subject=TEST_SUBJECT if channel == "email" else None,
+            message_type="notification",
+            metadata={"channel_test": True},
+            request={"channel_test": True, "to": to},
         )
-        await principal.db.write_fn(
-            lambda conn: store.insert_message(
-                conn, self._row(principal, channel, message, adapter.provider, operator)
-            )
-        )
-        try:
-            sent = await adapter.send(message)
-        except ProviderError as exc:
-            await self._finish(
-                message_id,
-                principal,
-                channel,
-                {
-                    "status": "failed",
-                    "failed_at": now_iso(),
-                    "error_code": exc.code or exc.kind,
-                    "failure_reason": exc.reason,
-                },
-            )
-            await self.channels.record_error(principal.db, channel, exc.reason)
+        message, _ = await self.messaging.accept(principal, draft, None, hold=True)
+        outcome = await self.dispatcher.send_now(str(message["id"]))
+        result.update(live=True, message_id=message["id"])
+        if isinstance(outcome, SendResult):
+            await self.channels.record_error(principal.db, channel, None)
             return {
                 **result,
-                "ok": False,
-                "live": True,
-                "message_id": message_id,
-                "outcome": exc.kind,
-                "code": exc.code,
-                "detail": exc.reason,
+                "ok": True,
+                "outcome": "ok",
+                "provider": outcome.provider,
+                "provider_message_id": outcome.provider_message_id,
+                "provider_status": outcome.provider_status,
+                "detail": "sent",
             }
-        await self._finish(
-            message_id,
-            principal,
-            channel,
-            {
-                "status": "sent",
-                "sent_at": now_iso(),
-                "provider": sent.provider,
-                "provider_message_id": sent.provider_message_id,
-                "provider_status": sent.provider_status,
-            },
-        )
-        await self.channels.record_error(principal.db, channel, None)
-        return {
-            **result,
-            "ok": True,
-            "live": True,
-            "message_id": message_id,
-            "outcome": "ok",
-            "provider": sent.provider,
-            "provider_message_id": sent.provider_message_id,
-            "provider_status": sent.provider_status,
-            "detail": "sent",
-        }
+        await self.channels.record_error(principal.db, channel, outcome.reason)
+        return {**result, **_failure(outcome)}
 
-    def _row(
-        self,
-        principal: TenantPrincipal,
-        channel: str,
-        message: OutboundMessage,
-        provider: str,
-        operator: dict[str, Any],
-    ) -> dict[str, Any]:
-        now = now_iso()
-        row: dict[str, Any] = {
-            "id": message.id,
-            "channel": channel,
-            "direction": "outbound",
-            "to_address": message.to,
-            "from_address": message.sender,
-            "body": message.body,
-            "subject": message.subject if channel == "email" else None,
-            "message_type": "notification",
-            "status": "sending",
-            "attempts": 1,
-            "attempted_at": now,
-            "provider": provider,
-            "character_count": len(TEST_TEXT),
-            "metadata": {"channel_test": True},
-            "currency": "EUR",
-            "created_at": now,
-            "updated_at": now,
-            "billed_cost": 0.0,
-            "provider_cost": 0.0,
-            "margin": 0.0,
-        }
-        if channel == "sms":
-            info = segments.analyze(TEST_TEXT)
-            price = operator.get("price_per_segment")
-            if price is None:
-                price = float(self.channels.settings.decimal("SMS_PRICE_PER_SEGMENT"))
-            row.update(
-                encoding=info.encoding,
-                num_segments=info.segments,
-                price_per_unit=price,
-                billed_cost=pricing.billed_cost(price, info.segments),
-                provider_cost=None,
-                margin=None,
-            )
-        return row
+    def _provider(self, channel: str, config: Any) -> str:
+        if channel == "whatsapp":
+            return str(config.provider)
+        return _PROVIDER_OF.get(channel) or self.providers.names(channel)[0]
 
-    async def _finish(
-        self, message_id: str, principal: TenantPrincipal, channel: str, fields: dict[str, Any]
-    ) -> None:
-        def write(conn: Any) -> None:
-            raw: sqlite3.Connection = conn.raw
-            # a status callback may already have moved it on: a conditional transition
-            status = fields.pop("status")
-            details = {k: fields.pop(k) for k in _PROVIDER_FIELDS if k in fields}
-            moved = store.move(
-                raw,
-                message_id,
-                status,
-                {**fields, "updated_at": now_iso()},
-                only_from=store.UNFINISHED,
-            )
-            store.update_message(raw, message_id, details)
-            store.insert_event(
-                raw, message_id, principal.tenant.id, "channel_test", status, moved, {}
-            )
 
-        await principal.db.write_fn(write)
+def _failure(error: ProviderError) -> dict[str, Any]:
+    return {"ok": False, "outcome": error.kind, "code": error.code, "detail": error.reason}

@@ -1,5 +1,6 @@
 """The dispatcher's settings (DISPATCH_*, PROVIDER_TIMEOUT_SECONDS, STATUS_POLL_SECONDS …),
-read once from the gateway's settings; the README's dispatcher table explains each."""
+taken once from the typed settings (`gateway.settings_model`, where each has its default);
+the README's dispatcher table explains each."""
 
 from __future__ import annotations
 
@@ -10,37 +11,35 @@ from gateway.config import Settings
 
 @dataclass
 class DispatchSettings:
-    concurrency: int = 32
+    concurrency: int
+    max_attempts: int
+    backoff_base: float
+    backoff_max: float
+    per_sender_rate: float  # messages per second per sender
+    reconcile_delay: float
+    reconcile_skew: float
+    provider_timeout: float
+    price_delay: float
+    status_poll: float
+    poll_interval: float
+    # not settings: how many due rows one pass claims, how often a price or a status is asked
     batch: int = 64
-    max_attempts: int = 5
-    backoff_base: float = 1.0
-    backoff_max: float = 300.0
-    per_sender_rate: float = 50.0  # messages per second per sender
-    reconcile_delay: float = 30.0
-    reconcile_skew: float = 60.0
-    provider_timeout: float = 10.0
-    price_delay: float = 5.0
     price_checks: int = 5
-    status_poll: float = 900.0
     poll_checks: int = 8
-    poll_interval: float = 0.5
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DispatchSettings:
-        def number(name: str, default: float) -> float:
-            raw = settings.get(name)
-            return float(raw) if raw is not None else default
-
+        typed = settings.typed
         return cls(
-            concurrency=int(number("DISPATCH_CONCURRENCY", 32)),
-            max_attempts=int(number("DISPATCH_MAX_ATTEMPTS", 5)),
-            backoff_base=number("DISPATCH_BACKOFF_SECONDS", 1.0),
-            backoff_max=number("DISPATCH_BACKOFF_MAX_SECONDS", 300.0),
-            per_sender_rate=number("DISPATCH_PER_SENDER_RATE", 50.0),
-            reconcile_delay=number("DISPATCH_RECONCILE_SECONDS", 30.0),
-            reconcile_skew=number("DISPATCH_RECONCILE_SKEW_SECONDS", 60.0),
-            provider_timeout=number("PROVIDER_TIMEOUT_SECONDS", 10.0),
-            price_delay=number("PRICE_FETCH_DELAY_SECONDS", 5.0),
-            status_poll=number("STATUS_POLL_SECONDS", 900.0),
-            poll_interval=number("DISPATCH_POLL_SECONDS", 0.5),
+            concurrency=typed.dispatch_concurrency,
+            max_attempts=typed.dispatch_max_attempts,
+            backoff_base=typed.dispatch_backoff_seconds,
+            backoff_max=typed.dispatch_backoff_max_seconds,
+            per_sender_rate=typed.dispatch_per_sender_rate,
+            reconcile_delay=typed.dispatch_reconcile_seconds,
+            reconcile_skew=typed.dispatch_reconcile_skew_seconds,
+            provider_timeout=typed.provider_timeout_seconds,
+            price_delay=typed.price_fetch_delay_seconds,
+            status_poll=typed.status_poll_seconds,
+            poll_interval=typed.dispatch_poll_seconds,
         )

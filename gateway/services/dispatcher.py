@@ -25,26 +25,20 @@ import logging
 import random
 import sqlite3
 import time
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from gateway.channels.base import (
-    Adapter,
-    Lookup,
-    OutboundMessage,
-    ProviderError,
-    ProviderMessage,
-    SendResult,
-)
 from gateway.config import Settings
 from gateway.db import Database, TenantDB
 from gateway.errors import ApiError
 from gateway.ids import later_iso, now_iso, parse_iso
 from gateway.metrics import Metrics
+from gateway.providers.base import OutboundMessage, ProviderError, ProviderMessage, SendResult
+from gateway.providers.registry import Providers
 from gateway.services import pricing
 from gateway.services.channel_config import ChannelConfigService, ChannelState
 from gateway.services.dispatch_options import DispatchSettings
+from gateway.services.failover import SmsRouting
 from gateway.services.followup import Followups
 from gateway.services.reconcile import Twin, decide
 from gateway.store import messages as store
@@ -95,18 +89,22 @@ class Dispatcher:
         db: Database,
         settings: Settings,
         channels: ChannelConfigService,
-        adapters: Callable[[str, str], Adapter | None],
+        providers: Providers,
         metrics: Metrics,
         options: DispatchSettings | None = None,
+        *,
+        sms: SmsRouting | None = None,
     ) -> None:
         self.db = db
+        # which SMS provider sends, and when to fail over to the next one
+        self.sms = sms
         self.settings = settings
         self.channels = channels
-        self.adapters = adapters
+        self.providers = providers
         self.metrics = metrics
         self.options = options or DispatchSettings.from_settings(settings)
         self.pacer = Pacer(self.options.per_sender_rate)
-        self.followups = Followups(db, settings, adapters, self.options)
+        self.followups = Followups(db, settings, providers, self.options)
         self._slots = asyncio.Semaphore(self.options.concurrency)
         self._wake = asyncio.Event()
         self._stopping = False
@@ -198,11 +196,6 @@ class Dispatcher:
         self._tasks.discard(task)
         self._slots.release()
 
-    async def drain(self, wait_seconds: float = 10.0) -> None:
-        """Wait for the sends started so far (tests and `gateway cron`)."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=wait_seconds)
-
     async def _process(self, row: sqlite3.Row) -> None:
         try:
             if row["needs_reconciliation"]:
@@ -232,37 +225,51 @@ class Dispatcher:
         return state
 
     def _status_callback(self, row: sqlite3.Row) -> str | None:
-        if row["channel"] != "sms":
+        """Where the provider should report: our webhook, carrying our message id."""
+        kind = self.providers.status_callback(row["provider"])
+        if kind is None:
             return None
-        return f"{self.settings.public_base_url}/webhooks/twilio/status?mid={row['id']}"
+        base = self.settings.public_base_url
+        return f"{base}/webhooks/{row['provider']}/{kind}?mid={row['id']}"
 
     # -- sending ----------------------------------------------------------------------------
 
-    async def _send(self, row: sqlite3.Row) -> None:
+    async def send_now(self, message_id: str) -> SendResult | ProviderError:
+        """Send one held message at once, on the path every message takes, and say how it
+        went (the channel test). Its channel may still be off; a transient failure fails it
+        rather than retrying it later."""
+        rows = await self.db.write_fn(lambda c: store.claim_held(c, message_id, now_iso()))
+        if not rows:
+            return ProviderError("permanent", "the message is not waiting to be sent")
+        return await self._send(rows[0], retry=False, tested=True)
+
+    async def _send(
+        self, row: sqlite3.Row, *, retry: bool = True, tested: bool = False
+    ) -> SendResult | ProviderError:
         channel = row["channel"]
         state = await self._config(row["tenant_id"], channel)
-        if not state.row.enabled:
-            await self._fail(
-                row,
-                ProviderError(
-                    "permanent", f"the {channel} channel is disabled", code="channel_disabled"
-                ),
+        refused: ProviderError | None = None
+        sender = self.providers.sender(row["provider"])
+        if not state.row.enabled and not tested:
+            refused = ProviderError(
+                "permanent", f"the {channel} channel is disabled", code="channel_disabled"
             )
-            return
-        adapter = self.adapters(channel, row["provider"])
-        if adapter is None:
-            await self._fail(
-                row,
-                ProviderError(
-                    "configuration", f"no {channel} provider is set up", code="no_provider"
-                ),
+        elif sender is None:
+            refused = ProviderError(
+                "configuration", f"no {channel} provider is set up", code="no_provider"
             )
-            return
-        try:
-            config = state.config()
-        except ApiError as exc:  # settings an older version stored, refused by today's rules
-            await self._fail(row, ProviderError("configuration", exc.message, code=exc.code))
-            return
+        else:
+            try:
+                config = state.config()
+            except ApiError as exc:  # settings an older version stored, refused today
+                refused = ProviderError("configuration", exc.message, code=exc.code)
+        if refused is None and self._fails_over(row):
+            row = await self._route(row, state)
+            sender = self.providers.sender(row["provider"])
+        if refused is not None:
+            await self._fail(row, refused)
+            return refused
+        assert sender is not None
         message = OutboundMessage(
             id=row["id"],
             tenant_id=row["tenant_id"],
@@ -278,22 +285,81 @@ class Dispatcher:
         await self.pacer.wait(row["from_address"] or channel)
         started = time.perf_counter()
         try:
-            result = await adapter.send(message)
+            result = await sender.send(message)
         except ProviderError as exc:
-            self._observe(channel, adapter.provider, exc.kind, started)
-            await self._handle_error(row, exc)
-            return
+            self._observe(channel, row["provider"], exc.kind, started)
+            delay = self._count(row, exc.kind, state)
+            await self._handle_error(row, exc, retry=retry, delay=delay)
+            return exc
         except Exception as exc:
-            # an adapter bug after the request may have left: the outcome is unknown
-            self._observe(channel, adapter.provider, "unknown", started)
-            log.exception("adapter failed", extra={"message_id": row["id"]})
-            await self._mark_unknown(row, ProviderError("unknown", f"adapter error: {exc!r}"))
-            return
-        self._observe(channel, adapter.provider, "ok", started)
+            # a provider bug after the request may have left: the outcome is unknown
+            self._observe(channel, row["provider"], "unknown", started)
+            self._count(row, "unknown", state)
+            log.exception("provider failed", extra={"message_id": row["id"]})
+            error = ProviderError("unknown", f"provider error: {exc!r}")
+            await self._mark_unknown(row, error)
+            return error
+        self._observe(channel, row["provider"], "ok", started)
+        self._count(row, "ok", state)
         try:
             await self._record_sent(row, result, source="dispatcher")
         except Exception as exc:
             raise _SendLeft from exc
+        return result
+
+    # -- failover ---------------------------------------------------------------------------
+
+    def _fails_over(self, row: sqlite3.Row) -> bool:
+        return self.sms is not None and row["channel"] == "sms"
+
+    async def _route(self, row: sqlite3.Row, state: ChannelState) -> sqlite3.Row:
+        """The provider this attempt goes to: the first of the tenant's order whose circuit
+        is closed. A switch is recorded on the message (provider and sender) before the
+        request leaves, so that callbacks, look-ups and prices follow the provider that
+        really has it. A message whose outcome is unknown is never here (it is reconciled
+        with its provider)."""
+        assert self.sms is not None
+        operator = state.operator_settings
+        chosen = self.sms.choose(operator)
+        if chosen is None or chosen == row["provider"]:
+            return row
+        number = self.sms.sender(chosen, operator)
+        payload = {
+            "provider": chosen,
+            "from_provider": row["provider"],
+            "reason": f"failover: the circuit of {row['provider']} is open"
+            if self.sms.failover.is_open(row["provider"])
+            else f"{chosen} is first in the order again",
+        }
+
+        def write(conn: sqlite3.Connection) -> sqlite3.Row | None:
+            switched = store.switch_provider(
+                conn, row["id"], row["provider"], chosen, number, now_iso()
+            )
+            if switched is not None:
+                store.insert_event(
+                    conn, row["id"], row["tenant_id"], "dispatcher", None, True, payload
+                )
+            return switched
+
+        switched = await self.db.write_fn(write)
+        if switched is None:
+            self.sms.failover.released(chosen)
+            return row
+        self.metrics.failovers.labels(row["provider"], chosen).inc()
+        log.info("SMS provider switched", extra={"message_id": row["id"], **payload})
+        return switched
+
+    def _count(self, row: sqlite3.Row, outcome: str, state: ChannelState) -> float | None:
+        """Tell the circuits how the attempt went; returns the retry delay a failover asks
+        for (None: the usual backoff)."""
+        if not self._fails_over(row):
+            return None
+        assert self.sms is not None
+        provider = row["provider"]
+        delay = self.sms.record(provider, outcome, state.operator_settings)
+        self.metrics.circuit_open.labels(provider).set(int(self.sms.failover.is_open(provider)))
+        return delay
 
     def _observe(self, channel: str, provider: str, outcome: str, started: float) -> None:
         self.metrics.provider_latency.labels(channel, provider, outcome).observe(
@@ -324,6 +390,18 @@ class Dispatcher:
         if result.num_segments and row["channel"] == "sms" and row["price_per_unit"] is not None:
             fields["num_segments"] = result.num_segments
             fields["billed_cost"] = pricing.billed_cost(row["price_per_unit"], result.num_segments)
+        cost = pricing.provider_cost(
+            result.price, result.price_unit, float(self.settings.typed.usd_eur_rate)
+        )
+        if cost is not None and row["provider_cost"] is None:  # the provider said it (Telnyx)
+            fields.update(
+                pricing.cost_fields(
+                    cost,
+                    price_per_unit=row["price_per_unit"],
+                    segments=result.num_segments or row["num_segments"],
+                    billed=fields.get("billed_cost", row["billed_cost"]),
+                )
+            )
         if self.followups.can_poll(row) and self.options.status_poll > 0:
             fields["poll_due_at"] = later_iso(self.options.status_poll)
         payload: dict[str, Any] = {"provider_message_id": sid, "attempt": row["attempts"]}
@@ -360,24 +438,35 @@ class Dispatcher:
             self.metrics.sent.labels(row["channel"]).inc()
         return adopted
 
-    async def _handle_error(self, row: sqlite3.Row, exc: ProviderError) -> None:
-        if exc.kind == "transient":
-            await self._retry_or_fail(row, exc)
+    async def _handle_error(
+        self,
+        row: sqlite3.Row,
+        exc: ProviderError,
+        *,
+        retry: bool = True,
+        delay: float | None = None,
+    ) -> None:
+        if exc.kind == "transient" and retry:
+            await self._retry_or_fail(row, exc, delay)
         elif exc.kind == "unknown":
             await self._mark_unknown(row, exc)
         else:
             await self._fail(row, exc)
 
-    async def _retry_or_fail(self, row: sqlite3.Row, exc: ProviderError) -> None:
+    async def _retry_or_fail(
+        self, row: sqlite3.Row, exc: ProviderError, delay: float | None = None
+    ) -> None:
+        """Retry later (after `delay`, else the provider's Retry-After or the backoff)."""
         # `attempts` was counted when the row was claimed for this attempt
         attempts = row["attempts"]
         if attempts >= self.options.max_attempts:
             await self._fail(row, exc, f"gave up after {attempts} attempts: {exc.reason}")
             return
-        delay = max(
-            exc.retry_after or 0.0,
-            backoff(attempts, self.options.backoff_base, self.options.backoff_max),
-        )
+        if delay is None:
+            delay = max(
+                exc.retry_after or 0.0,
+                backoff(attempts, self.options.backoff_base, self.options.backoff_max),
+            )
         moved = await self._transition(
             row,
             "queued",
@@ -473,8 +562,8 @@ class Dispatcher:
         if row["provider_message_id"]:
             await self._settle(row)
             return
-        adapter = self.adapters(row["channel"], row["provider"])
-        if not isinstance(adapter, Lookup):
+        lookup = self.providers.lookup(row["provider"])
+        if lookup is None:
             await self._fail(row, _unknown_outcome("the provider offers no way to look it up"))
             return
         skew = timedelta(seconds=self.options.reconcile_skew)
@@ -502,7 +591,7 @@ class Dispatcher:
             return  # settled meanwhile (a callback came)
         since = min(t.attempted for t in group) - skew
         try:
-            listed = await adapter.find_sent(row["to_address"], row["from_address"], since)
+            listed = await lookup.find_sent(row["to_address"], row["from_address"], since)
         except ProviderError as exc:
             if exc.kind == "transient":
                 await self._mark_unknown(row, exc)  # look again later

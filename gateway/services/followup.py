@@ -17,13 +17,14 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-from gateway.channels.base import Adapter, Lookup, ProviderError, ProviderMessage
 from gateway.config import Settings
 from gateway.db import Database
 from gateway.ids import later_iso, now_iso
+from gateway.providers.base import Lookup, ProviderError, ProviderMessage
+from gateway.providers.registry import Providers
 from gateway.services import pricing
 from gateway.services.dispatch_options import DispatchSettings
-from gateway.services.message_status import PRICED, TWILIO_STATUS, StatusReport, apply_report
+from gateway.services.message_status import apply_report
 from gateway.store import messages as store
 
 log = logging.getLogger("gateway.followups")
@@ -36,17 +37,16 @@ class Followups:
         self,
         db: Database,
         settings: Settings,
-        adapters: Callable[[str, str], Adapter | None],
+        providers: Providers,
         options: DispatchSettings,
     ) -> None:
         self.db = db
         self.settings = settings
-        self.adapters = adapters
+        self.providers = providers
         self.options = options
 
-    @staticmethod
-    def can_poll(row: sqlite3.Row) -> bool:
-        return bool(row["channel"] == "sms" and row["provider"] in PRICED)
+    def can_poll(self, row: sqlite3.Row) -> bool:
+        return self.providers.declares(row["provider"], "lookup")
 
     async def run(self, stopping: Callable[[], bool]) -> None:
         while not stopping():
@@ -59,10 +59,9 @@ class Followups:
                 await asyncio.sleep(max(self.options.poll_interval, 0.2))
 
     def _lookup(self, row: sqlite3.Row) -> Lookup | None:
-        adapter = self.adapters(row["channel"], row["provider"])
-        if not isinstance(adapter, Lookup) or not row["provider_message_id"]:
+        if not row["provider_message_id"]:
             return None
-        return adapter
+        return self.providers.lookup(row["provider"])
 
     # -- statuses ---------------------------------------------------------------------------
 
@@ -82,25 +81,17 @@ class Followups:
             log.info("status poll failed", extra={"message_id": row["id"], "reason": exc.reason})
             await self._poll_again(row["id"], checks)
             return
-        status = TWILIO_STATUS.get(found.status)
-        if status is None:
+        report = lookup.report(found, "poll")
+        if report is None:
             await self._poll_again(row["id"], checks)
             return
-        report = StatusReport(
-            status=status,
-            provider_status=found.status,
-            source="poll",
-            payload={"status": found.status, "error_code": found.error_code},
-            error_code=found.error_code,
-            provider_message_id=found.provider_message_id,
-        )
 
         def write(conn: sqlite3.Connection) -> bool:
             fresh = store.find_by_id(conn, row["id"])
             if fresh is None:
                 return True
             # the price comes with the same resource: fetch it at once when final
-            apply_report(conn, fresh, report, 0.0)
+            apply_report(conn, fresh, report, 0.0, priced=True)
             return store.current_status(conn, row["id"]) in store.FINAL
 
         final = await self.db.write_fn(write)
@@ -129,7 +120,7 @@ class Followups:
             found: ProviderMessage | None = await lookup.fetch(row["provider_message_id"])
         except ProviderError:
             found = None
-        rate = float(self.settings.decimal("USD_EUR_RATE"))
+        rate = float(self.settings.typed.usd_eur_rate)
         cost = pricing.provider_cost(
             found.price if found else None, found.price_unit if found else None, rate
         )
@@ -141,18 +132,14 @@ class Followups:
             await self.db.write_fn(lambda c: store.update_message(c, row["id"], fields))
             return
         assert found is not None
-        segments_now = found.num_segments or row["num_segments"]
-        billed = row["billed_cost"]
-        if row["price_per_unit"] is not None and segments_now:
-            billed = pricing.billed_cost(row["price_per_unit"], segments_now)
         fields = {
             "price_checks": checks,
-            "provider_cost_usd": cost.reported if cost.exchange_rate is not None else None,
-            "exchange_rate_usd_eur": cost.exchange_rate,
-            "provider_cost": cost.cost_eur,
-            "num_segments": segments_now,
-            "billed_cost": billed,
-            "margin": pricing.margin(billed, cost.cost_eur),
+            **pricing.cost_fields(
+                cost,
+                price_per_unit=row["price_per_unit"],
+                segments=found.num_segments or row["num_segments"],
+                billed=row["billed_cost"],
+            ),
             "updated_at": now_iso(),
         }
         await self.db.write_fn(lambda c: store.update_message(c, row["id"], fields))

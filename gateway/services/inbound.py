@@ -1,19 +1,20 @@
-"""Provider webhooks after their signature was checked: status reports and inbound
+"""What providers tell us after their signature was checked: status reports and inbound
 messages, applied idempotently."""
 
 from __future__ import annotations
 
 import logging
 import sqlite3
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
 
-from gateway.db import Database
+from gateway.db import Database, ScopedConnection
+from gateway.domain.messages import InboundMessage, StatusReport
 from gateway.ids import new_id, now_iso
 from gateway.metrics import Metrics
-from gateway.services.message_status import TWILIO_STATUS, Applied, StatusReport, apply_report
+from gateway.services.message_status import Applied, apply_report
 from gateway.store import messages as store
 from gateway.store import tenants as tenant_store
+from gateway.validation import normalize_e164
 
 log = logging.getLogger("gateway.webhooks")
 
@@ -21,15 +22,8 @@ STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT
 START_WORDS = frozenset({"START", "UNSTOP"})
 
 
-@dataclass(frozen=True)
-class InboundText:
-    channel: str
-    provider: str
-    provider_message_id: str
-    from_address: str
-    to_address: str
-    body: str
-    payload: dict[str, Any]
+def _never(provider: str | None) -> bool:
+    return False
 
 
 class InboundService:
@@ -40,24 +34,27 @@ class InboundService:
         price_delay: float,
         poll_delay: float | None = None,
         operator_numbers: frozenset[str] = frozenset(),
+        can_ask: Callable[[str | None], bool] = _never,
+        usd_eur_rate: float | None = None,
     ) -> None:
         self.db = db
+        # to convert a price a report carries (Telnyx says it in its webhooks)
+        self.usd_eur_rate = usd_eur_rate
         self.operator_numbers = operator_numbers
         self.metrics = metrics
         self.price_delay = price_delay
         self.poll_delay = poll_delay
+        # whether a provider can be asked about its messages (price, polled status)
+        self.can_ask = can_ask
 
     async def apply_status(
-        self,
-        report: StatusReport,
-        *,
-        message_id: str | None = None,
-        provider: str | None = None,
-        tenant_id: str | None = None,
+        self, report: StatusReport, *, provider: str | None = None, tenant_id: str | None = None
     ) -> Applied | None:
         """Find the message (by our id, else by the provider's id) and apply the report."""
+        provider = provider or report.provider
 
         def write(conn: sqlite3.Connection) -> Applied | None:
+            message_id = report.message_id
             row = store.find_by_id(conn, message_id) if message_id else None
             # our message id in the callback URL (signed with the URL) names the message
             proof = row is not None and row["direction"] == "outbound"
@@ -67,8 +64,16 @@ class InboundService:
                 return None
             if provider is not None and row["provider"] != provider:
                 return None
+            priced = row["channel"] == "sms" and self.can_ask(row["provider"])
             return apply_report(
-                conn, row, report, self.price_delay, poll_delay=self.poll_delay, proof=proof
+                conn,
+                row,
+                report,
+                self.price_delay,
+                poll_delay=self.poll_delay,
+                proof=proof,
+                priced=priced,
+                usd_eur_rate=self.usd_eur_rate,
             )
 
         applied = await self.db.write_fn(write)
@@ -81,20 +86,35 @@ class InboundService:
                 self.metrics.failed.labels(applied.channel, "provider").inc()
         return applied
 
-    @staticmethod
-    def twilio_report(params: dict[str, str]) -> StatusReport | None:
-        provider_status = params.get("MessageStatus") or params.get("SmsStatus") or ""
-        status = TWILIO_STATUS.get(provider_status)
-        if status is None:
-            return None
-        return StatusReport(
-            status=status,
-            provider_status=provider_status,
-            source="twilio_status",
-            payload=params,
-            error_code=params.get("ErrorCode") or None,
-            provider_message_id=params.get("MessageSid") or params.get("SmsSid"),
+    async def receive(self, message: InboundMessage, tenant_id: str | None = None) -> None:
+        """An inbound message: a WhatsApp one belongs to the tenant of the webhook; an SMS
+        is routed by `tenants_for_inbound`, and STOP/START manage the suppressions."""
+        if tenant_id is not None:
+            await self.record_inbound(tenant_id, message)
+            return
+        try:
+            sender = normalize_e164(message.from_address)
+            to = normalize_e164(message.to_address)
+        except ValueError:
+            log.info("inbound message with an unreadable number", extra={"channel": "sms"})
+            return
+        message = InboundMessage(
+            message.channel,
+            message.provider,
+            message.provider_message_id,
+            sender,
+            to,
+            message.body,
+            message.payload,
         )
+        tenants = await self.tenants_for_inbound(message.channel, to, sender)
+        if not tenants:
+            log.info("inbound message for no known tenant", extra={"channel": message.channel})
+            return
+        await self.record_inbound(tenants[0], message)
+        word = message.body.strip().upper()
+        if word in STOP_WORDS | START_WORDS:
+            await self.opt_out(tenants, message.channel, sender, word)
 
     async def tenants_for_inbound(self, channel: str, to: str, sender: str) -> list[str]:
         """Who an inbound message on number `to` from `sender` belongs to, first one first.
@@ -110,23 +130,24 @@ class InboundService:
             return [owner[0]]
         return await store.recent_tenants_for_recipient(self.db, channel, sender, sender=to)
 
-    async def record_inbound(self, tenant_id: str, text: InboundText) -> bool:
+    async def record_inbound(self, tenant_id: str, message: InboundMessage) -> bool:
         """Log an inbound message once (providers retry webhooks); True when new."""
         now = now_iso()
         row = {
             "id": new_id("msg"),
             "tenant_id": tenant_id,
-            "channel": text.channel,
+            "channel": message.channel,
             "direction": "inbound",
-            "to_address": text.to_address,
-            "from_address": text.from_address,
-            "body": text.body,
+            "to_address": message.to_address,
+            "from_address": message.from_address,
+            "body": message.body,
             "status": "received",
-            "provider": text.provider,
-            "provider_message_id": text.provider_message_id,
+            "provider": message.provider,
+            "provider_message_id": message.provider_message_id,
             "provider_status": "received",
-            "character_count": len(text.body),
+            "character_count": len(message.body),
             "message_type": "transactional",
+            "currency": "EUR",
             "metadata": {},
             "created_at": now,
             "updated_at": now,
@@ -134,16 +155,11 @@ class InboundService:
         }
 
         def write(conn: sqlite3.Connection) -> bool:
-            if store.find_by_provider_id(conn, text.provider, text.provider_message_id):
+            if store.find_by_provider_id(conn, message.provider, message.provider_message_id):
                 return False
-            columns = ", ".join(row)
-            values = ", ".join(f":{k}" for k in row)
-            conn.execute(
-                f"INSERT INTO channel_messages_log ({columns}) VALUES ({values})",
-                {**row, "metadata": "{}"},
-            )
+            store.insert_message(ScopedConnection(conn, tenant_id), row)
             store.insert_event(
-                conn, str(row["id"]), tenant_id, text.provider, "received", True, text.payload
+                conn, str(row["id"]), tenant_id, message.provider, "received", True, message.payload
             )
             return True
 

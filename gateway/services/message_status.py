@@ -8,42 +8,10 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.domain.messages import StatusReport
 from gateway.ids import later_iso, now_iso
+from gateway.services import pricing
 from gateway.store import messages as store
-
-TWILIO_STATUS = {
-    "accepted": "sent",
-    "scheduled": "sent",
-    "queued": "sent",
-    "sending": "sent",
-    "sent": "sent",
-    "delivered": "delivered",
-    "undelivered": "undelivered",
-    "failed": "failed",
-    "read": "read",
-    "canceled": "canceled",
-}
-TWILIO_ERRORS = {
-    "30001": "queue overflow at the carrier",
-    "30003": "unreachable destination handset",
-    "30004": "message blocked by the recipient or carrier",
-    "30005": "unknown destination handset",
-    "30006": "landline or unreachable carrier",
-    "30007": "filtered by the carrier as spam",
-    "30008": "unknown error from the carrier",
-}
-
-
-@dataclass(frozen=True)
-class StatusReport:
-    status: str  # our status vocabulary
-    provider_status: str
-    source: str
-    payload: dict[str, Any]
-    error_code: str | None = None
-    error_reason: str | None = None
-    provider_message_id: str | None = None
-    at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,11 +23,6 @@ class Applied:
     changed: bool
 
 
-# Providers whose messages have a price to fetch and a status to poll (both through the
-# provider's message resource).
-PRICED = frozenset({"twilio"})
-
-
 def apply_report(
     conn: sqlite3.Connection,
     row: sqlite3.Row,
@@ -68,12 +31,17 @@ def apply_report(
     *,
     poll_delay: float | None = None,
     proof: bool = False,
+    priced: bool = False,
+    usd_eur_rate: float | None = None,
 ) -> Applied:
     """Apply one provider report to the message `row` (read in this same transaction).
 
     `proof` says the report names our message itself (Twilio's StatusCallback carries our
     message id): then its provider id is this message's, even if a reconciliation had
-    guessed it belonged to a twin — the twin gives it back and is looked up again."""
+    guessed it belonged to a twin — the twin gives it back and is looked up again.
+    `priced` says the provider can be asked for the message (its price once final, its
+    status while the final one has not come). A price the report carries is applied at once
+    (converted at `usd_eur_rate`) when the message has none yet."""
     if report.provider_message_id and row["provider"]:
         _take_provider_id(conn, row, report, proof)
     now = now_iso()
@@ -87,14 +55,16 @@ def apply_report(
         fields["failed_at"] = at
         fields["error_code"] = report.error_code
         fields["failure_reason"] = report.error_reason or (
-            TWILIO_ERRORS.get(report.error_code or "", f"provider error {report.error_code}")
+            f"provider error {report.error_code}"
             if report.error_code
             else f"provider reported {report.provider_status}"
         )
-    priced = row["channel"] == "sms" and row["provider"] in PRICED
+    cost = _reported_cost(row, report, usd_eur_rate)
+    if cost is not None:
+        fields.update(cost)
     if report.status in store.FINAL:
         fields["poll_due_at"] = None
-        if priced and row["provider_cost"] is None:
+        if priced and row["provider_cost"] is None and cost is None:
             fields["price_due_at"] = later_iso(price_delay)
     elif priced and poll_delay is not None and row["poll_due_at"] is None:
         fields["poll_due_at"] = later_iso(poll_delay)
@@ -106,6 +76,22 @@ def apply_report(
         conn, row["id"], row["tenant_id"], report.source, report.status, changed, report.payload
     )
     return Applied(row["id"], row["tenant_id"], row["channel"], report.status, changed)
+
+
+def _reported_cost(
+    row: sqlite3.Row, report: StatusReport, usd_eur_rate: float | None
+) -> dict[str, Any] | None:
+    if not report.price or usd_eur_rate is None or row["provider_cost"] is not None:
+        return None
+    cost = pricing.provider_cost(report.price, report.price_unit, usd_eur_rate)
+    if cost is None:
+        return None
+    return pricing.cost_fields(
+        cost,
+        price_per_unit=row["price_per_unit"],
+        segments=row["num_segments"],
+        billed=row["billed_cost"],
+    )
 
 
 def _take_provider_id(

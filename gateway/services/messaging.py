@@ -8,18 +8,20 @@ import json
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from gateway.auth import TenantPrincipal
 from gateway.channel_models import SmsConfig, WhatsAppConfig
 from gateway.config import Settings
 from gateway.db import ScopedConnection
 from gateway.errors import Conflict, ValidationFailed
 from gateway.ids import iso, new_id, now_iso
 from gateway.metrics import Metrics
+from gateway.providers.whatsapp.cloud import template_object
 from gateway.services import pricing, segments
 from gateway.services.channel_config import ChannelConfigService, ChannelState
+from gateway.services.failover import SmsRouting
+from gateway.services.principal import TenantPrincipal
 from gateway.services.templates import render
 from gateway.store import messages as store
 
@@ -51,16 +53,25 @@ class MessagingService:
         channels: ChannelConfigService,
         metrics: Metrics,
         wake: Callable[[], None],
+        sms: SmsRouting,
     ) -> None:
         self.settings = settings
         self.channels = channels
         self.metrics = metrics
         self.wake = wake
+        self.sms = sms
 
     async def accept(
-        self, principal: TenantPrincipal, draft: Draft, idempotency_key: str | None
+        self,
+        principal: TenantPrincipal,
+        draft: Draft,
+        idempotency_key: str | None,
+        *,
+        hold: bool = False,
     ) -> tuple[dict[str, Any], bool]:
-        """Returns (message, created); created is False for an idempotent replay."""
+        """Returns (message, created); created is False for an idempotent replay. A held
+        message is stored but not due (the channel test sends it itself, at once), and may
+        be accepted while its channel is off."""
         tdb = principal.db
         request_hash = _request_hash(draft)
         if idempotency_key:
@@ -68,7 +79,7 @@ class MessagingService:
             if existing is not None:
                 return self._replay(existing, request_hash), False
         state = await self.channels.load(tdb, draft.channel)
-        self._check_channel(state)
+        self._check_channel(state, off_ok=hold)
         suppressed = await store.suppression_for(tdb, draft.channel, draft.to)
         if suppressed is not None:
             raise Conflict(
@@ -78,6 +89,8 @@ class MessagingService:
             )
         row = self._build_row(principal, state, draft)
         row.update(idempotency_key=idempotency_key, request_hash=request_hash)
+        if hold:
+            row["next_attempt_at"] = None
 
         def write(conn: ScopedConnection) -> sqlite3.Row:
             store.insert_message(conn, row)
@@ -94,7 +107,8 @@ class MessagingService:
                 raise
             return self._replay(existing, request_hash), False
         self.metrics.accepted.labels(draft.channel).inc()
-        self.wake()
+        if not hold:
+            self.wake()
         return store.public_message(saved), True
 
     def _replay(self, existing: sqlite3.Row, request_hash: str) -> dict[str, Any]:
@@ -106,7 +120,7 @@ class MessagingService:
             )
         return store.public_message(existing)
 
-    def _check_channel(self, state: ChannelState) -> None:
+    def _check_channel(self, state: ChannelState, off_ok: bool = False) -> None:
         channel = state.spec.channel
         missing = self.channels.missing(state)
         if missing:
@@ -115,7 +129,7 @@ class MessagingService:
                 code="channel_not_configured",
                 details={"missing": missing},
             )
-        if not state.row.enabled:
+        if not state.row.enabled and not off_ok:
             raise Conflict(f"The {channel} channel is disabled", code="channel_disabled")
 
     def _build_row(
@@ -178,11 +192,12 @@ class MessagingService:
         operator = state.operator_settings
         price = operator.get("price_per_segment")
         if price is None:
-            price = float(self.settings.decimal("SMS_PRICE_PER_SEGMENT"))
+            price = float(self.settings.typed.sms_price_per_segment)
+        provider = self.sms.preferred(operator)
         row.update(
             body=body,
-            provider="twilio",
-            from_address=operator.get("sender") or self.settings.get("TWILIO_PHONE_NUMBER"),
+            provider=provider,
+            from_address=self.sms.sender(provider, operator),
             encoding=info.encoding,
             character_count=info.characters,
             num_segments=info.segments,
@@ -200,7 +215,7 @@ class MessagingService:
                 raise ValidationFailed.one(
                     "template", f"no WhatsApp template named {draft.template!r}"
                 )
-            row["template"] = whatsapp_template(template.name, template.language, draft.variables)
+            row["template"] = template_object(template, draft.variables)
         row.update(
             body=draft.body,
             provider=config.provider,
@@ -213,27 +228,8 @@ class MessagingService:
         )
 
 
-def whatsapp_template(
-    name: str, language: str, variables: dict[str, Any] | list[Any] | None
-) -> dict[str, Any]:
-    template: dict[str, Any] = {"name": name, "language": {"code": language}}
-    if isinstance(variables, list) and variables:
-        parameters = [{"type": "text", "text": str(v)} for v in variables]
-        template["components"] = [{"type": "body", "parameters": parameters}]
-    elif isinstance(variables, dict) and variables:
-        parameters = [
-            {"type": "text", "parameter_name": k, "text": str(v)} for k, v in variables.items()
-        ]
-        template["components"] = [{"type": "body", "parameters": parameters}]
-    return template
-
-
 def _request_hash(draft: Draft) -> str:
     canonical = json.dumps(
         {"channel": draft.channel, "request": draft.request}, sort_keys=True, default=str
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

@@ -48,3 +48,24 @@ def margin(billed: float | None, cost: float | None) -> float | None:
     if billed is None or cost is None:
         return None
     return money(Decimal(str(billed)) - Decimal(str(cost)))
+
+
+def cost_fields(
+    cost: ProviderCost,
+    *,
+    price_per_unit: float | None,
+    segments: int | None,
+    billed: float | None,
+) -> dict[str, object]:
+    """The message-log columns a known provider cost sets: the cost as reported and in EUR,
+    the billed price (again, when the provider counted other segments) and the margin."""
+    if price_per_unit is not None and segments:
+        billed = billed_cost(price_per_unit, segments)
+    return {
+        "provider_cost_usd": cost.reported if cost.exchange_rate is not None else None,
+        "exchange_rate_usd_eur": cost.exchange_rate,
+        "provider_cost": cost.cost_eur,
+        "num_segments": segments,
+        "billed_cost": billed,
+        "margin": margin(billed, cost.cost_eur),
+    }

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from gateway.channels.base import ProviderMessage
+from gateway.providers.base import ProviderMessage
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway.auth import TenantPrincipal
 from gateway.db import Database, TenantDB
 from gateway.errors import ApiError
 from gateway.ids import iso, now_iso, parse_iso
 from gateway.services.channel_config import ChannelConfigService
 from gateway.services.messaging import Draft, MessagingService
+from gateway.services.principal import TenantPrincipal
 from gateway.services.templates import render
 from gateway.store import reminders as store
 from gateway.store import tenants as tenant_store

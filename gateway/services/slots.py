@@ -12,11 +12,11 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from gateway.channel_models import BookingSettings, Weekday
+from gateway.domain.appointments import MAX_DURATION
 from gateway.ids import parse_iso
 
 BookingStatus = Literal["booked", "already_booked", "slot_taken", "rescheduled", "updated"]
 
-MAX_DURATION = timedelta(days=1)
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _MONTHS = (

@@ -9,11 +9,14 @@ import sqlite3
 from typing import Any
 
 from gateway.crypto import Keyring, aad_for
-from gateway.db import Database
+from gateway.db import Database, TenantDB
 from gateway.errors import Conflict, NotFound
+from gateway.regions import tenant_region
+from gateway.services.channel_config import ChannelConfigService
 from gateway.store import channels as channel_store
 from gateway.store import tenants as store
 from gateway.store.tenants import Tenant
+from gateway.validation import validation_context
 
 KEY_PREFIX = "cgw"
 
@@ -63,6 +66,36 @@ async def require_tenant(db: Database, tenant_ref: str) -> Tenant:
     if tenant is None:
         raise NotFound(f"No tenant {tenant_ref!r}", code="tenant_not_found")
     return tenant
+
+
+async def list_tenants(
+    db: Database, limit: int, after: str | None
+) -> tuple[list[Tenant], str | None]:
+    """Up to `limit` tenants after the id `after`, and the cursor of the next page (the last
+    id shown) when more follow."""
+    tenants = await store.list_tenants(db, limit + 1, after)
+    shown = tenants[:limit]
+    return shown, shown[-1].id if len(tenants) > limit else None
+
+
+async def list_api_keys(db: Database, tenant_id: str) -> list[dict[str, Any]]:
+    return await store.list_api_keys(db, tenant_id)
+
+
+async def tenant_channels(
+    db: Database, channels: ChannelConfigService, tenant_id: str
+) -> list[dict[str, Any]]:
+    """The tenant's channels as the operator sees them."""
+    return await channels.list(TenantDB(db, tenant_id))
+
+
+async def update_operator_fields(
+    db: Database, channels: ChannelConfigService, tenant: Tenant, channel: str, patch: Any
+) -> dict[str, Any]:
+    """Merge-patch the operator-only fields of one of the tenant's channels."""
+    # the tenant is known: its dedicated numbers may be written in its national format
+    with validation_context(region=tenant_region(tenant)):
+        return await channels.operator_update(TenantDB(db, tenant.id), channel, patch)
 
 
 async def create_api_key(db: Database, tenant_id: str, label: str | None) -> dict[str, Any]:

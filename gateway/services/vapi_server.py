@@ -1,40 +1,64 @@
 """Vapi's server URL (`POST /api/vapi/functions`): tool calls, end-of-call reports, status
 updates and assistant requests, each for the tenant the call belongs to.
 
+Every request carries the server secret (`gateway.providers.vapi.server_auth`), checked
+before the body is read; the envelope is then validated (`gateway.providers.vapi.messages`).
 The tenant of a message is found from the call the bridge recorded (Vapi call id), else the
 assistant id, else the tenant id the bridge put in the call's metadata; none is a 403.
-The envelope is validated before it gets here (`gateway.channels.vapi_messages`). Tool calls
-never fail the HTTP request: a malformed tool call, an unknown function or bad arguments come
-back as an `error` result the assistant can say.
+
+An `assistant-request` for a call that came over a tenant's Vapi SIP address (SIP mode)
+names its tenant in the `X-Tenant-Id` header the bridge dialled with; it is believed only
+when the call arrived on the SIP address provisioned for that tenant, else it is a 403 like an
+unknown call. Other assistant requests (a number imported into Vapi) are answered from the
+called number, else the Vapi phone number id.
+
+Tool calls never fail the HTTP request: a malformed tool call, an unknown function or bad
+arguments come back as an `error` result the assistant can say.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from decimal import Decimal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
-from gateway.auth import TenantPrincipal
-from gateway.channels.vapi_messages import Call, Envelope, Message, ToolCall
-from gateway.db import TenantDB
+from gateway.db import Database, TenantDB
 from gateway.errors import Forbidden
 from gateway.ids import iso
+from gateway.providers.base import WebhookRejected
+from gateway.providers.vapi.messages import Call, Envelope, Message, ToolCall, sip_headers
+from gateway.providers.vapi.server_auth import verify_server_secret
 from gateway.regions import tenant_region
 from gateway.services import pricing
+from gateway.services.booking import BookingService
+from gateway.services.channel_config import ChannelConfigService
+from gateway.services.principal import TenantPrincipal
+from gateway.services.voice import (
+    BRIDGE_CALL_SID_HEADER,
+    BRIDGE_TENANT_HEADER,
+    VoiceService,
+)
 from gateway.store import calls as call_store
 from gateway.store import channels as channel_store
 from gateway.store import tenants as tenant_store
-from gateway.validation import RequestModel, field_errors, loads_json, normalize_e164
+from gateway.validation import (
+    RequestModel,
+    field_errors,
+    loads_json,
+    normalize_e164,
+    validate_model,
+)
 
-if TYPE_CHECKING:
-    from gateway.app import Gateway
+__all__ = ["Envelope", "ToolContext", "ToolError", "ToolHandler", "VapiServer"]
 
 log = logging.getLogger("gateway.vapi")
 ToolHandler = Callable[["ToolContext", dict[str, Any]], Awaitable[str]]
 _UNKNOWN = object()
+NOT_IN_SERVICE = "Sorry, this number is not in service."
 
 
 class ToolError(Exception):
@@ -53,8 +77,14 @@ def _problems(exc: ValidationError) -> str:
 
 
 class ToolContext:
-    def __init__(self, gw: Gateway, principal: TenantPrincipal, call: Call) -> None:
-        self.gw = gw
+    """What a tool call may use: the tenant it acts for, the call it is made on, and the
+    booking service."""
+
+    def __init__(
+        self, db: Database, booking: BookingService, principal: TenantPrincipal, call: Call
+    ) -> None:
+        self.db = db
+        self.booking = booking
         self.principal = principal
         self.call = call
         self.region = tenant_region(principal.tenant)
@@ -75,7 +105,7 @@ class ToolContext:
     async def _find_caller(self) -> str | None:
         candidates = [self.call.customer.number if self.call.customer else None]
         if self.call_id:
-            row = await call_store.get_call_by_vapi_id(self.gw.db, self.call_id)
+            row = await call_store.get_call_by_vapi_id(self.db, self.call_id)
             if row is not None and row["tenant_id"] == self.principal.tenant.id:
                 candidates.append(row["from_number"])
         for number in candidates:
@@ -109,13 +139,46 @@ def _metadata_tenant(message: Message) -> str | None:
 
 
 class VapiServer:
-    def __init__(self, gw: Gateway, tools: dict[str, ToolHandler]) -> None:
-        self.gw = gw
+    def __init__(
+        self,
+        db: Database,
+        voice: VoiceService,
+        channels: ChannelConfigService,
+        booking: BookingService,
+        tools: dict[str, ToolHandler],
+        *,
+        server_secret: SecretStr | None,
+        price_per_minute: Decimal,
+        usd_eur_rate: Decimal,
+    ) -> None:
+        self.db = db
+        self.voice = voice
+        self.channels = channels
+        self.booking = booking
         self.tools = tools
+        self._secret = server_secret.get_secret_value() if server_secret else None
+        # the default billed price of a started minute (a tenant's price_per_minute wins)
+        self.price_per_minute = float(price_per_minute)
+        self.usd_eur_rate = float(usd_eur_rate)
+
+    def authenticate(self, headers: Mapping[str, str]) -> None:
+        """Refuse (403) a request without the server secret, before its body is read."""
+        try:
+            verify_server_secret(headers, self._secret)
+        except WebhookRejected as exc:
+            log.warning("rejected Vapi server message", extra={"reason": exc.reason})
+            raise Forbidden(
+                "Missing or invalid Vapi server secret", code="invalid_signature"
+            ) from None
+
+    async def receive(self, body: Any) -> dict[str, Any]:
+        """The answer to an authenticated server message (a 422 names a field of the wrong
+        type)."""
+        return await self.handle(validate_model(Envelope, body))
 
     async def tenant_of(self, message: Message) -> str | None:
         call = message.call or Call()
-        voice = self.gw.voice
+        voice = self.voice
         if call.id:
             found = await voice.tenant_for_vapi_call(call.id)
             if found:
@@ -127,7 +190,7 @@ class VapiServer:
                 return found
         candidate = _metadata_tenant(message)
         if candidate:
-            tenant = await tenant_store.get_tenant(self.gw.db, candidate)
+            tenant = await tenant_store.get_tenant(self.db, candidate)
             if tenant is not None:
                 return tenant.id
         return None
@@ -139,9 +202,9 @@ class VapiServer:
         tenant_id = await self.tenant_of(message)
         if tenant_id is None:
             raise Forbidden("No tenant for this call", code="unknown_call")
-        tenant = await tenant_store.get_tenant(self.gw.db, tenant_id)
+        tenant = await tenant_store.get_tenant(self.db, tenant_id)
         assert tenant is not None
-        principal = TenantPrincipal(tenant, "vapi", TenantDB(self.gw.db, tenant.id))
+        principal = TenantPrincipal(tenant, "vapi", TenantDB(self.db, tenant.id))
         if message.type == "tool-calls":
             return await self._tool_calls(principal, message)
         if message.type == "end-of-call-report":
@@ -151,7 +214,7 @@ class VapiServer:
         return {}
 
     async def _tool_calls(self, principal: TenantPrincipal, message: Message) -> dict[str, Any]:
-        context = ToolContext(self.gw, principal, message.call or Call())
+        context = ToolContext(self.db, self.booking, principal, message.call or Call())
         return {
             "results": [await self._tool_call(context, item) for item in message.toolCallList or []]
         }
@@ -182,21 +245,54 @@ class VapiServer:
         return entry
 
     async def _assistant_request(self, message: Message) -> dict[str, Any]:
-        """A number imported into Vapi asks which assistant answers: the tenant's, found from
-        the called number, else from the Vapi phone number id."""
+        """Which assistant answers a call: for a SIP bridge, the tenant its headers name
+        (checked against the SIP address the call came to); for a number imported into
+        Vapi, the tenant's, found from the called number, else from the Vapi phone number
+        id."""
         call = message.call or Call()
         phone = message.phoneNumber or call.phoneNumber
+        number_id = (phone.id if phone else None) or call.phoneNumberId
+        headers = sip_headers(call)
+        claimed = headers.get(BRIDGE_TENANT_HEADER.lower(), "").strip()
+        if claimed:
+            sip_uri = phone.sipUri if phone else None
+            return await self._sip_assistant(call, claimed, number_id, sip_uri, headers)
         number = phone.number if phone else None
-        found = await self.gw.voice.tenant_for_called_number(number) if number else None
+        found = await self.voice.tenant_for_called_number(number) if number else None
         if found and found[1]:
             return {"assistantId": found[1]}
-        number_id = (phone.id if phone else None) or call.phoneNumberId
         if number_id:
-            rows = await channel_store.tenants_with_vapi_number(self.gw.db, number_id)
+            rows = await channel_store.tenants_with_vapi_number(self.db, number_id)
             live = [r for r in rows if r["enabled"] and r["assistant_id"]]
             if len(live) == 1:
                 return {"assistantId": live[0]["assistant_id"]}
-        return {"error": "Sorry, this number is not in service."}
+        return {"error": NOT_IN_SERVICE}
+
+    async def _sip_assistant(
+        self,
+        call: Call,
+        claimed: str,
+        number_id: str | None,
+        sip_uri: str | None,
+        headers: dict[str, str],
+    ) -> dict[str, Any]:
+        found = await self.voice.tenant_for_sip_call(claimed, number_id, sip_uri)
+        if found is None:
+            log.warning(
+                "assistant-request naming a tenant that does not own the SIP address",
+                extra={"phone_number_id": number_id},
+            )
+            raise Forbidden("No tenant for this call", code="unknown_call")
+        if found.assistant_id is None:
+            return {"error": NOT_IN_SERVICE}
+        call_sid = headers.get(BRIDGE_CALL_SID_HEADER.lower())
+        if call_sid and call.id:
+            await self.voice.link_vapi_call(found.tenant_id, call_sid, call.id)
+        # the tenant on the call's metadata: the messages that follow carry it
+        return {
+            "assistantId": found.assistant_id,
+            "assistantOverrides": {"metadata": {"tenant_id": found.tenant_id}},
+        }
 
     async def _status_update(self, principal: TenantPrincipal, message: Message) -> None:
         call = message.call or Call()
@@ -205,7 +301,7 @@ class VapiServer:
         fields: dict[str, Any] = {"status": message.status or "unknown"}
         if message.endedReason:
             fields["ended_reason"] = message.endedReason
-        await self.gw.voice.update_vapi_call(principal.tenant.id, call.id, fields)
+        await self.voice.update_vapi_call(principal.tenant.id, call.id, fields)
 
     async def _end_of_call(self, principal: TenantPrincipal, message: Message) -> None:
         call = message.call or Call()
@@ -216,13 +312,13 @@ class VapiServer:
         duration = (ended - started).total_seconds() if started and ended else None
         if duration is None and message.durationSeconds is not None:
             duration = message.durationSeconds
-        state = await self.gw.channels.load(principal.db, "phone")
+        state = await self.channels.load(principal.db, "phone")
         price = state.operator_settings.get("price_per_minute")
         if price is None:
-            price = float(self.gw.settings.decimal("CALL_PRICE_PER_MINUTE"))
+            price = self.price_per_minute
         minutes = math.ceil(duration / 60) if duration and duration > 0 else 0
         billed = pricing.billed_cost(price, minutes)
-        rate = float(self.gw.settings.decimal("USD_EUR_RATE"))
+        rate = self.usd_eur_rate
         cost_usd = message.cost if message.cost is not None else call.cost
         provider_cost = pricing.money(abs(cost_usd) * rate) if cost_usd is not None else None
         artifact, analysis = message.artifact, message.analysis
@@ -243,7 +339,7 @@ class VapiServer:
             "transcript": (artifact.transcript if artifact else None) or message.transcript,
             "recording_url": (artifact.recordingUrl if artifact else None) or message.recordingUrl,
         }
-        await self.gw.voice.update_vapi_call(
+        await self.voice.update_vapi_call(
             principal.tenant.id, call.id, {k: v for k, v in fields.items() if v is not None}
         )
 

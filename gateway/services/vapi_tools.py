@@ -126,12 +126,10 @@ async def check_availability(ctx: ToolContext, arguments: dict[str, Any]) -> str
     first = args.date or args.start_date
     last = args.end_date if not args.date else first
     if first is None:
-        rules = await ctx.gw.booking.rules(ctx.principal.db)
+        rules = await ctx.booking.rules(ctx.principal.db)
         first = rules.today
     try:
-        found = await ctx.gw.booking.availability(
-            ctx.principal.db, first, last, args.duration_minutes
-        )
+        found = await ctx.booking.availability(ctx.principal.db, first, last, args.duration_minutes)
     except ApiError as exc:
         raise _say(exc) from None
     public = found.public()
@@ -147,7 +145,7 @@ async def book_appointment(ctx: ToolContext, arguments: dict[str, Any]) -> str:
     if not phone:
         raise ToolError("the caller's phone number is needed to book")
     try:
-        result = await ctx.gw.booking.book(
+        result = await ctx.booking.book(
             ctx.principal.db,
             name=args.name,
             phone=phone,
@@ -190,7 +188,7 @@ async def _caller_appointment(ctx: ToolContext, args: CancelAppointment) -> dict
         raise ToolError(_UNKNOWN_CALLER)
     if args.phone is not None and args.phone != caller:
         raise ToolError(_OTHER_NUMBER)
-    booking = ctx.gw.booking
+    booking = ctx.booking
     try:
         if args.appointment_id:
             try:
@@ -214,7 +212,7 @@ async def cancel_appointment(ctx: ToolContext, arguments: dict[str, Any]) -> str
     args: CancelAppointment = parse_arguments(CancelAppointment, arguments, ctx)
     appointment = await _caller_appointment(ctx, args)
     try:
-        cancelled = await ctx.gw.booking.cancel(ctx.principal.db, appointment["id"])
+        cancelled = await ctx.booking.cancel(ctx.principal.db, appointment["id"])
     except ApiError as exc:
         raise _say(exc) from None
     return f"The appointment of {cancelled['starts_at']} is cancelled."
@@ -224,9 +222,7 @@ async def reschedule_appointment(ctx: ToolContext, arguments: dict[str, Any]) ->
     args: RescheduleAppointment = parse_arguments(RescheduleAppointment, arguments, ctx)
     appointment = await _caller_appointment(ctx, args)
     try:
-        result = await ctx.gw.booking.reschedule(
-            ctx.principal.db, appointment["id"], args.new_start
-        )
+        result = await ctx.booking.reschedule(ctx.principal.db, appointment["id"], args.new_start)
     except ApiError as exc:
         raise _say(exc) from None
     return json.dumps(

@@ -1,31 +1,45 @@
 """Inbound calls: find the tenant a call belongs to, then bridge it to the tenant's Vapi
 assistant, answering Twilio with TwiML every time.
 
+A tenant's phone channel bridges in one of two modes (`vapi_mode`, an operator setting):
+bypass creates the Vapi call and answers with the TwiML Vapi returns; SIP answers with a
+`<Dial>` to the tenant's Vapi SIP address, carrying the tenant, the caller and the CallSid as
+`X-` headers, which Vapi's `assistant-request` brings back (gateway/services/vapi_server.py).
+
 Twilio gives a voice webhook 15 s in all, so the Vapi bridge runs under its own budget
-(`VOICE_BRIDGE_TIMEOUT_SECONDS`); when Vapi fails or is slow the caller is put through to
-the tenant's fallback number, else hears an apology. Every call is logged once per CallSid
-with the rule that found its tenant and what the caller got.
+(`VOICE_BRIDGE_TIMEOUT_SECONDS`); when Vapi fails or is slow, or the tenant's SIP address is
+missing, the caller is put through to the tenant's fallback number, else hears an apology.
+Every call is logged once per CallSid with the rule that found its tenant and what the
+caller got.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import sqlite3
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from twilio.twiml.voice_response import VoiceResponse
-
 from gateway.channel_models import PhoneConfig
-from gateway.channels.vapi import VapiClient, VapiError, bridge_twiml
 from gateway.config import Settings
-from gateway.db import Database, TenantDB
+from gateway.db import Database, ScopedConnection, TenantDB
+from gateway.domain.calls import (
+    BridgedCall,
+    CallAnswer,
+    CallProgress,
+    DialSip,
+    InboundCall,
+    Say,
+    Transfer,
+)
+from gateway.domain.errors import ProviderError
 from gateway.errors import ApiError, ConfigError
 from gateway.ids import now_iso
 from gateway.message_states import CALL_FINAL, CALL_RANK
+from gateway.providers.base import Telephony, VoiceAgent, WebhookReply
+from gateway.providers.registry import Providers
 from gateway.services.channel_config import ChannelConfigService, ChannelState
 from gateway.services.numbers import operator_numbers
 from gateway.store import calls as call_store
@@ -39,11 +53,11 @@ Outcome = Literal[
     "bridged", "fallback_dial", "fallback_apology", "unknown_tenant", "channel_disabled"
 ]
 
-DEFAULT_BRIDGE_TIMEOUT = 5.0
-# Twilio hangs up on a webhook after 15 s; what the bridge may use must leave room for the
-# database work around it and the way back.
-MAX_BRIDGE_TIMEOUT = 12.0
-SIP_TENANT_HEADER = "sipheader_x-tenant"
+SIP_TENANT_HEADER = "x-tenant"
+# what a SIP bridge tells Vapi of the call (Vapi hands them back in `assistant-request`)
+BRIDGE_TENANT_HEADER = "X-Tenant-Id"
+BRIDGE_CALLER_HEADER = "X-Caller"
+BRIDGE_CALL_SID_HEADER = "X-Call-Sid"
 CALL_STATUS_PATH = "/webhooks/twilio/call-status"
 # how much longer than the bridge a retried CallSid waits for the first answer (all within
 # Twilio's 15 s), and how often another instance's answer is looked for meanwhile
@@ -72,54 +86,30 @@ class Resolution:
     rule: Rule
 
 
+@dataclass(frozen=True)
+class SipTenant:
+    """The tenant of a call that reached Vapi over its SIP address, with the assistant that
+    answers it (None: the tenant takes no calls now)."""
+
+    tenant_id: str
+    assistant_id: str | None
+
+
 @dataclass
 class _Answer:
-    twiml: str
+    answer: CallAnswer
     outcome: Outcome
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-def say_and_hang_up(text: str) -> str:
-    response = VoiceResponse()
-    response.say(text, language=LANGUAGE)
-    response.hangup()
-    return str(response)
+def say_and_hang_up(text: str) -> CallAnswer:
+    return Say(text, LANGUAGE)
 
 
-def dial(number: str, action: str | None = None) -> str:
-    """Put the caller through to `number`; when that call ends Twilio asks `action` what to
-    do next (the gateway records the end there and hangs up)."""
-    response = VoiceResponse()
-    response.say(TRANSFER_TEXT, language=LANGUAGE)
-    if action:
-        response.dial(number, action=action, method="POST")
-    else:
-        response.dial(number)
-    return str(response)
-
-
-def hang_up() -> str:
-    response = VoiceResponse()
-    response.hangup()
-    return str(response)
-
-
-def bridge_timeout(settings: Settings) -> float:
-    raw = settings.get("VOICE_BRIDGE_TIMEOUT_SECONDS")
-    if raw is None:
-        return DEFAULT_BRIDGE_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(
-            f"VOICE_BRIDGE_TIMEOUT_SECONDS must be a number of seconds, got {raw!r}"
-        ) from None
-    if not math.isfinite(value) or not 0 < value <= MAX_BRIDGE_TIMEOUT:
-        raise ConfigError(
-            f"VOICE_BRIDGE_TIMEOUT_SECONDS must be above 0 and at most {MAX_BRIDGE_TIMEOUT:g} "
-            "(Twilio waits 15 s for the whole answer)"
-        )
-    return value
+def dial(number: str, action: str | None = None) -> CallAnswer:
+    """Put the caller through to `number`; when that call ends the provider reports to
+    `action` (the gateway records the end there and hangs up)."""
+    return Transfer(number, TRANSFER_TEXT, LANGUAGE, action)
 
 
 def _e164(value: str | None, region: str | None = None) -> str | None:
@@ -136,52 +126,57 @@ def _as_logged(value: str | None) -> str | None:
     return _e164(value) or value or None
 
 
-def _sip_tenant(params: Mapping[str, str]) -> str | None:
-    # Twilio passes SIP headers as sent, so the header's case is the sender's.
-    for name, value in params.items():
+def _sip_tenant(call: InboundCall) -> str | None:
+    # SIP headers arrive as sent, so the header's case is the sender's.
+    for name, value in call.sip_headers.items():
         if name.lower() == SIP_TENANT_HEADER and value.strip():
             return value.strip()
     return None
 
 
 class VoiceService:
-    def __init__(self, db: Database, settings: Settings, channels: ChannelConfigService) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        channels: ChannelConfigService,
+        providers: Providers,
+        telephony: str = "twilio",
+    ) -> None:
         self.db = db
         self.settings = settings
         self.channels = channels
-        self.bridge_timeout = bridge_timeout(settings)
+        self.providers = providers
+        self.telephony_name = telephony
+        # validated with the settings: above 0, and within Twilio's 15 s
+        self.bridge_timeout = settings.typed.voice_bridge_timeout_seconds
+        self.default_tenant = settings.typed.default_tenant
         self.operator_numbers = operator_numbers(settings)
-        self._vapi: VapiClient | None = None
-        # CallSid -> the answer being made for it (Twilio's retries of it wait for that one)
+        # CallSid -> the answer being made for it (the provider's retries wait for that one)
         self._answering: dict[str, asyncio.Future[str]] = {}
 
-    def vapi(self) -> VapiClient | None:
-        """The shared Vapi client, or None while VAPI_API_KEY is not set."""
-        if self._vapi is None:
-            key = self.settings.get("VAPI_API_KEY")
-            if not key:
-                return None
-            timeout = float(self.settings.get("PROVIDER_TIMEOUT_SECONDS", "10") or 10)
-            base = self.settings.get("VAPI_API_BASE") or "https://api.vapi.ai"
-            self._vapi = VapiClient(base, key, timeout)
-        return self._vapi
+    def vapi(self) -> VoiceAgent | None:
+        """The voice assistants' platform, or None while VAPI_API_KEY is not set."""
+        return self.providers.voice_agent("vapi")
 
-    async def aclose(self) -> None:
-        if self._vapi is not None:
-            await self._vapi.aclose()
-            self._vapi = None
+    @property
+    def telephony(self) -> Telephony:
+        found = self.providers.telephony(self.telephony_name)
+        if found is None:
+            raise ConfigError(f"no telephony provider {self.telephony_name!r}")
+        return found
 
     # -- tenant resolution ----------------------------------------------------------------
 
-    async def resolve_tenant(self, params: Mapping[str, str]) -> Resolution:
+    async def resolve_tenant(self, call: InboundCall) -> Resolution:
         """ForwardedFrom → a dedicated called number → the SIP X-Tenant header → the default.
 
         ForwardedFrom is carrier-dependent and often missing, hence the chain. The SIP header
         can only come from a SIP trunk or domain the operator set up, never from a PSTN
         caller, so it is trusted like the numbers are."""
-        called = _e164(params.get("To") or params.get("Called"))
+        called = _e164(call.to_number)
         # a carrier may pass ForwardedFrom in national form: read it where the call was made
-        forwarded = _e164(params.get("ForwardedFrom"), region_of(called))
+        forwarded = _e164(call.forwarded_from, region_of(called))
         if forwarded and forwarded not in self.operator_numbers:
             found = await tenant_store.tenant_for_number(self.db, forwarded)
             if found is not None:
@@ -191,12 +186,12 @@ class VoiceService:
             # only a dedicated number speaks for one tenant: the shared line serves them all
             if found is not None and found[1] == "dedicated":
                 return Resolution(found[0], "dedicated_number")
-        header = _sip_tenant(params)
+        header = _sip_tenant(call)
         if header:
             tenant = await tenant_store.get_tenant(self.db, header)
             if tenant is not None:
                 return Resolution(tenant.id, "sip_header")
-        default = self.settings.get("DEFAULT_TENANT")
+        default = self.default_tenant
         if default:
             tenant = await tenant_store.get_tenant(self.db, default)
             if tenant is not None:
@@ -206,19 +201,29 @@ class VoiceService:
 
     # -- the webhook ----------------------------------------------------------------------
 
-    async def handle_inbound_call(self, params: Mapping[str, str]) -> str:
-        """The TwiML for an inbound call. Never raises: Twilio plays its own error message on
-        a 500, so anything unexpected still gets a polite answer."""
-        try:
-            return await self._handle(params)
-        except Exception:
-            log.exception("inbound call could not be handled", extra=_call_extra(params))
-            return say_and_hang_up(APOLOGY_TEXT)
+    async def answer_call(self, call: InboundCall) -> WebhookReply:
+        """The telephony provider's answer to a call coming in."""
+        document = await self.handle_inbound_call(call)
+        return WebhookReply(200, document, self.telephony.media_type)
 
-    async def _handle(self, params: Mapping[str, str]) -> str:
-        """One answer per CallSid, however Twilio's retries overlap: the first request for a
-        CallSid answers, every other one (here or on another instance) gets that answer."""
-        call_sid = params.get("CallSid") or None
+    async def handle_inbound_call(self, call: InboundCall) -> str:
+        """The answer to an inbound call, rendered by the telephony provider. Never raises:
+        Twilio plays its own error message on a 500, so anything unexpected still gets a
+        polite answer."""
+        try:
+            return await self._handle(call)
+        except Exception:
+            log.exception("inbound call could not be handled", extra=_call_sid(call.call_sid))
+            return self._render(say_and_hang_up(APOLOGY_TEXT))
+
+    def _render(self, answer: CallAnswer) -> str:
+        return self.telephony.render(answer)
+
+    async def _handle(self, call: InboundCall) -> str:
+        """One answer per CallSid, however the provider's retries overlap: the first request
+        for a CallSid answers, every other one (here or on another instance) gets that
+        answer."""
+        call_sid = call.call_sid
         if call_sid is not None:
             first = self._answering.get(call_sid)
             if first is not None:
@@ -226,7 +231,7 @@ class VoiceService:
             answering: asyncio.Future[str] = asyncio.get_running_loop().create_future()
             self._answering[call_sid] = answering
         try:
-            twiml = await self._answer_call(params)
+            document = await self._answer_call(call)
         except BaseException as exc:
             if call_sid is not None:
                 answering.set_exception(exc)
@@ -236,37 +241,42 @@ class VoiceService:
             if call_sid is not None:
                 self._answering.pop(call_sid, None)
         if call_sid is not None:
-            answering.set_result(twiml)
-        return twiml
+            answering.set_result(document)
+        return document
 
-    async def _answer_call(self, params: Mapping[str, str]) -> str:
-        resolution = await self.resolve_tenant(params)
+    async def _answer_call(self, call: InboundCall) -> str:
+        resolution = await self.resolve_tenant(call)
         logged_fields = {
             "tenant_id": resolution.tenant_id,
-            "call_sid": params.get("CallSid") or None,
-            "from_number": _as_logged(params.get("From")),
-            "to_number": _as_logged(params.get("To") or params.get("Called")),
-            "forwarded_from": _as_logged(params.get("ForwardedFrom")),
+            "call_sid": call.call_sid,
+            "from_number": _as_logged(call.from_number),
+            "to_number": _as_logged(call.to_number),
+            "forwarded_from": _as_logged(call.forwarded_from),
             "resolved_by": resolution.rule,
         }
         logged = await self.db.write_fn(lambda conn: call_store.insert_call(conn, logged_fields))
         if not logged.created:
             # a retry of a CallSid already answered, or being answered by another instance
-            return await self._same_answer(str(params.get("CallSid")), None, logged)
-        answer = await self._answer(resolution, params, logged.id)
+            return await self._same_answer(str(call.call_sid), None, logged)
+        answer = await self._answer(resolution, call, logged.id)
+        document = self._render(answer.answer)
         update = {
             "tenant_id": resolution.tenant_id,
             "resolved_by": resolution.rule,
             "outcome": answer.outcome,
-            "answer_twiml": answer.twiml,
+            "answer_twiml": document,
             **answer.fields,
         }
         await self.db.write_fn(lambda conn: call_store.update_call(conn, logged.id, update))
         log.info(
             "inbound call answered",
-            extra={**_call_extra(params), "rule": resolution.rule, "outcome": answer.outcome},
+            extra={
+                **_call_sid(call.call_sid),
+                "rule": resolution.rule,
+                "outcome": answer.outcome,
+            },
         )
-        return answer.twiml
+        return document
 
     async def _same_answer(
         self,
@@ -283,7 +293,7 @@ class VoiceService:
                     return await first
             except Exception:
                 log.warning("the first answer to a retried call failed", extra=_call_sid(call_sid))
-                return say_and_hang_up(APOLOGY_TEXT)
+                return self._render(say_and_hang_up(APOLOGY_TEXT))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget
         while True:
@@ -296,14 +306,12 @@ class VoiceService:
                     return replayed
             if loop.time() >= deadline:
                 log.warning("no answer to a retried call in time", extra=_call_sid(call_sid))
-                return say_and_hang_up(APOLOGY_TEXT)
+                return self._render(say_and_hang_up(APOLOGY_TEXT))
             await asyncio.sleep(RETRY_POLL_SECONDS)
             row = await call_store.get_call_by_sid(self.db, call_sid)
             logged = call_store.LoggedCall.from_row(row) if row is not None else None
 
-    async def _answer(
-        self, resolution: Resolution, params: Mapping[str, str], call_log_id: str
-    ) -> _Answer:
+    async def _answer(self, resolution: Resolution, call: InboundCall, call_log_id: str) -> _Answer:
         if resolution.tenant_id is None:
             return _Answer(say_and_hang_up(UNKNOWN_TENANT_TEXT), "unknown_tenant")
         tenant = await tenant_store.get_tenant(self.db, resolution.tenant_id)
@@ -311,40 +319,85 @@ class VoiceService:
             return _Answer(say_and_hang_up(UNKNOWN_TENANT_TEXT), "unknown_tenant")
         tdb = TenantDB(self.db, tenant.id)
         state = await self.channels.load(tdb, "phone")
-        assistant_id = state.operator_settings.get("vapi_assistant_id")
-        phone_number_id = state.operator_settings.get("vapi_phone_number_id")
+        operator = state.operator_settings
+        assistant_id = operator.get("vapi_assistant_id")
         if tenant.status != "active" or not state.row.enabled or not assistant_id:
             return _Answer(say_and_hang_up(DISABLED_TEXT), "channel_disabled")
-        caller = params.get("From", "")
-        metadata = {
-            "tenant_id": tenant.id,
-            "call_sid": params.get("CallSid", ""),
-            "call_log_id": call_log_id,
-        }
+        caller = call.from_number or ""
+        caller = _e164(caller) or caller
+        mode = "sip" if operator.get("vapi_mode") == "sip" else "bypass"
         fields: dict[str, Any] = {"assistant_id": assistant_id}
         try:
-            call = await self._bridge(
-                phone_number_id, assistant_id, _e164(caller) or caller, metadata
-            )
-        except Exception as exc:
-            error = exc if isinstance(exc, VapiError) else None
-            if error is None:
-                log.exception("Vapi bridge failed unexpectedly", extra=_call_extra(params))
-                error = VapiError("unknown", f"the bridge failed: {type(exc).__name__}")
-            else:
-                log.warning(
-                    "Vapi bridge failed",
-                    extra={**_call_extra(params), "kind": error.kind, "reason": error.reason},
+            if mode == "sip":
+                answer: CallAnswer = self._sip_bridge(
+                    operator.get("vapi_sip_uri"), tenant.id, caller, call
                 )
-            if error.kind == "configuration":
-                await self._note_error(tdb, f"Vapi: {error.reason}")
-            fields["metadata"] = {"bridge_error": {"kind": error.kind, "reason": error.reason}}
-            return self._fallback(state, fields)
-        twiml = bridge_twiml(call)
-        assert twiml is not None  # create_bypass_call refuses a call without TwiML
+                try:
+                    self._render(answer)
+                except ValueError as exc:  # an address the telephony provider cannot dial
+                    raise ProviderError("configuration", str(exc)) from None
+            else:
+                metadata = {
+                    "tenant_id": tenant.id,
+                    "call_sid": call.call_sid or "",
+                    "call_log_id": call_log_id,
+                }
+                bridged = await self._bridge(
+                    operator.get("vapi_phone_number_id"), assistant_id, caller, metadata
+                )
+                answer, fields["vapi_call_id"] = bridged.answer, bridged.call_id
+        except Exception as exc:
+            fields["metadata"] = {"vapi_mode": mode}
+            return await self._bridge_failed(exc, tdb, state, fields, call.call_sid)
         if state.row.last_error and state.row.last_error.startswith("Vapi: "):
             await self._note_error(tdb, None)
-        return _Answer(twiml, "bridged", {**fields, "vapi_call_id": call["id"]})
+        return _Answer(answer, "bridged", {**fields, "metadata": {"vapi_mode": mode}})
+
+    async def _bridge_failed(
+        self,
+        exc: Exception,
+        tdb: TenantDB,
+        state: ChannelState,
+        fields: dict[str, Any],
+        call_sid: str | None,
+    ) -> _Answer:
+        """The fallback answer, with why the bridge failed in the call's metadata and, for a
+        configuration problem, on the phone channel where the tenant looks."""
+        error = exc if isinstance(exc, ProviderError) else None
+        if error is None:
+            log.exception("Vapi bridge failed unexpectedly", extra=_call_sid(call_sid))
+            error = ProviderError("unknown", f"the bridge failed: {type(exc).__name__}")
+        else:
+            log.warning(
+                "Vapi bridge failed",
+                extra={**_call_sid(call_sid), "kind": error.kind, "reason": error.reason},
+            )
+        if error.kind == "configuration":
+            await self._note_error(tdb, f"Vapi: {error.reason}")
+        fields["metadata"] = {
+            **fields.get("metadata", {}),
+            "bridge_error": {"kind": error.kind, "reason": error.reason},
+        }
+        return self._fallback(state, fields)
+
+    @staticmethod
+    def _sip_bridge(
+        sip_uri: str | None, tenant_id: str, caller: str, call: InboundCall
+    ) -> CallAnswer:
+        """The `<Dial>` to the tenant's Vapi SIP address: no request to Vapi is made here,
+        Vapi asks for the assistant when the INVITE arrives."""
+        if not sip_uri:
+            raise ProviderError(
+                "configuration",
+                "the phone channel is in SIP mode but has no vapi_sip_uri: provision it "
+                "(POST /admin/tenants/{id}/assistant)",
+            )
+        headers = {BRIDGE_TENANT_HEADER: tenant_id}
+        if caller:
+            headers[BRIDGE_CALLER_HEADER] = caller
+        if call.call_sid:
+            headers[BRIDGE_CALL_SID_HEADER] = call.call_sid
+        return DialSip(sip_uri, headers)
 
     async def _note_error(self, tdb: TenantDB, error: str | None) -> None:
         """Show (or clear) a Vapi configuration problem as the phone channel's last_error,
@@ -360,19 +413,19 @@ class VoiceService:
         assistant_id: str,
         customer: str,
         metadata: dict[str, str],
-    ) -> dict[str, Any]:
+    ) -> BridgedCall:
         client = self.vapi()
         if client is None:
-            raise VapiError("configuration", "VAPI_API_KEY is not set")
+            raise ProviderError("configuration", "VAPI_API_KEY is not set")
         if not phone_number_id:
-            raise VapiError("configuration", "the phone channel has no vapi_phone_number_id")
+            raise ProviderError("configuration", "the phone channel has no vapi_phone_number_id")
         try:
             async with asyncio.timeout(self.bridge_timeout):
                 return await client.create_bypass_call(
                     phone_number_id, assistant_id, customer, metadata
                 )
         except TimeoutError:
-            raise VapiError(
+            raise ProviderError(
                 "unknown", f"Vapi did not answer within {self.bridge_timeout:g} s"
             ) from None
 
@@ -393,39 +446,34 @@ class VoiceService:
             return None
         try:
             async with asyncio.timeout(self.bridge_timeout):
-                call = await client.get_call(vapi_call_id)
-        except (TimeoutError, VapiError) as exc:
+                bridged = await client.bridged_call(vapi_call_id)
+        except (TimeoutError, ProviderError) as exc:
             log.warning("could not fetch the bridged Vapi call again", extra={"reason": str(exc)})
             return None
-        return bridge_twiml(call)
+        return self._render(bridged.answer) if bridged is not None else None
 
     # -- Twilio's call status callbacks ------------------------------------------------------
 
-    async def call_status(self, params: Mapping[str, str]) -> str:
-        """Twilio reports how a call went: the number's status callback (`CallStatus`,
-        `CallDuration`) or the end of a fallback `<Dial>` (`DialCallStatus`, whose answer is
-        what the caller hears next: the call ends there). Applied as a conditional
-        transition: an ended call stays ended."""
-        call_sid = params.get("CallSid") or ""
-        dialled = params.get("DialCallStatus")
-        status = "completed" if dialled else params.get("CallStatus") or ""
-        if call_sid and status in CALL_RANK:
-            fields: dict[str, Any] = {"status": status}
-            filled: dict[str, Any] = {}
-            if status in CALL_FINAL:
-                filled["ended_at"] = now_iso()
-                duration = params.get("CallDuration") or params.get("DialCallDuration")
-                if duration and duration.isdigit():
-                    filled["duration_seconds"] = float(duration)
-                if dialled:
-                    filled["ended_reason"] = f"fallback-dial-{dialled}"
+    async def call_progress(self, progress: CallProgress) -> None:
+        """How a call went (the number's status callback, or the end of a fallback
+        transfer, after which the call ends), applied as a conditional transition: an ended
+        call stays ended."""
+        if progress.status not in CALL_RANK:
+            return
+        fields: dict[str, Any] = {"status": progress.status}
+        filled: dict[str, Any] = {}
+        if progress.status in CALL_FINAL:
+            filled["ended_at"] = now_iso()
+            if progress.duration_seconds is not None:
+                filled["duration_seconds"] = progress.duration_seconds
+            if progress.dial_status:
+                filled["ended_reason"] = f"fallback-dial-{progress.dial_status}"
 
-            def write(conn: sqlite3.Connection) -> None:
-                if call_store.update_call_by_sid(conn, call_sid, fields):
-                    call_store.fill_call_by_sid(conn, call_sid, filled)
+        def write(conn: sqlite3.Connection) -> None:
+            if call_store.update_call_by_sid(conn, progress.call_sid, fields):
+                call_store.fill_call_by_sid(conn, progress.call_sid, filled)
 
-            await self.db.write_fn(write)
-        return hang_up()
+        await self.db.write_fn(write)
 
     # -- lookups for Vapi's server messages ------------------------------------------------
 
@@ -459,6 +507,47 @@ class VoiceService:
             return None
         return found[0], assistant_id
 
+    async def tenant_for_sip_call(
+        self, claimed: str, number_id: str | None, sip_uri: str | None
+    ) -> SipTenant | None:
+        """The tenant a call to a Vapi SIP address claims (its X-Tenant-Id), only when the
+        call arrived on the SIP address provisioned for that very tenant: a header alone is
+        never believed, since anyone who learns an address can send any header to it."""
+        tenant = await tenant_store.get_tenant(self.db, claimed)
+        if tenant is None or tenant.id != claimed:
+            return None
+        state = await self.channels.load(TenantDB(self.db, tenant.id), "phone")
+        operator = state.operator_settings
+        own_id, own_uri = operator.get("vapi_sip_phone_number_id"), operator.get("vapi_sip_uri")
+        same_number = bool(number_id) and number_id == own_id
+        # Vapi compares SIP addresses case-insensitively
+        same_uri = bool(sip_uri and own_uri) and str(sip_uri).lower() == str(own_uri).lower()
+        if not (same_number or same_uri):
+            return None
+        assistant_id = operator.get("vapi_assistant_id")
+        takes_calls = tenant.status == "active" and state.row.enabled
+        if not takes_calls or not isinstance(assistant_id, str) or not assistant_id:
+            return SipTenant(tenant.id, None)
+        return SipTenant(tenant.id, assistant_id)
+
+    async def link_vapi_call(self, tenant_id: str, call_sid: str, vapi_call_id: str) -> None:
+        """Record the Vapi call a SIP bridge led to on the tenant's logged call (by its
+        CallSid), so the server messages that follow find the call, its tenant and caller."""
+        row = await call_store.get_call_by_sid(self.db, call_sid)
+        if row is None or row["tenant_id"] != tenant_id or row["vapi_call_id"]:
+            return
+        if await call_store.get_call_by_vapi_id(self.db, vapi_call_id) is not None:
+            return
+        fields = {"vapi_call_id": vapi_call_id}
+
+        def write(conn: ScopedConnection) -> None:
+            call_store.update_call(conn, row["id"], fields)
+
+        try:
+            await TenantDB(self.db, tenant_id).write_fn(write)
+        except sqlite3.IntegrityError:  # linked meanwhile by a retry of the same request
+            log.info("Vapi call already linked", extra=_call_sid(call_sid))
+
     async def update_vapi_call(
         self, tenant_id: str, vapi_call_id: str, fields: dict[str, Any]
     ) -> None:
@@ -473,10 +562,6 @@ class VoiceService:
         await self.db.write_fn(write)
 
 
-def _call_extra(params: Mapping[str, str]) -> dict[str, Any]:
-    # the CallSid identifies the call in Twilio's console; numbers stay out of the logs
-    return {"call_sid": params.get("CallSid")}
-
-
-def _call_sid(call_sid: str) -> dict[str, Any]:
+def _call_sid(call_sid: str | None) -> dict[str, Any]:
+    # the CallSid identifies the call in the provider's console; numbers stay out of the logs
     return {"call_sid": call_sid}

@@ -12,8 +12,8 @@ from datetime import tzinfo
 from typing import Any
 
 from gateway.db import ScopedConnection, TenantDB
+from gateway.domain.appointments import MAX_DURATION
 from gateway.ids import iso, parse_iso
-from gateway.services.slots import MAX_DURATION
 
 _INSERT_COLUMNS = (
     "id",

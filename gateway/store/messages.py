@@ -257,6 +257,16 @@ def claim_due(conn: sqlite3.Connection, now: str, limit: int) -> list[sqlite3.Ro
     return sorted(claimed, key=lambda r: order[r["id"]])
 
 
+def claim_held(conn: sqlite3.Connection, message_id: str, now: str) -> list[sqlite3.Row]:
+    """Take one held message (queued, not due: a channel test) for an attempt now."""
+    return conn.execute(
+        "UPDATE channel_messages_log SET status = 'sending', attempts = attempts + 1, "
+        "attempted_at = :now, updated_at = :now "
+        "WHERE id = :id AND status = 'queued' AND next_attempt_at IS NULL RETURNING *",
+        {"id": message_id, "now": now},
+    ).fetchall()
+
+
 def recover_in_flight(conn: sqlite3.Connection, now: str) -> int:
     """At start-up: sends that were in flight when the process died have an unknown outcome."""
     return conn.execute(
@@ -476,3 +486,23 @@ async def recent_tenants_for_recipient(
         (channel, address, sender, sender),
     )
     return [r["tenant_id"] for r in rows]
+
+
+def switch_provider(
+    conn: sqlite3.Connection,
+    message_id: str,
+    old: str,
+    new: str,
+    from_address: str | None,
+    now: str,
+) -> sqlite3.Row | None:
+    """Hand a message being sent to another provider (failover), before the request leaves;
+    only while it is this attempt's, with no outcome to reconcile. Returns the row as it is
+    now, None when it was not switched."""
+    row: sqlite3.Row | None = conn.execute(
+        "UPDATE channel_messages_log SET provider = ?, from_address = ?, updated_at = ? "
+        "WHERE id = ? AND provider = ? AND status = 'sending' AND needs_reconciliation = 0 "
+        "AND provider_message_id IS NULL RETURNING *",
+        (new, from_address, now, message_id, old),
+    ).fetchone()
+    return row

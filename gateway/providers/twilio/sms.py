@@ -14,7 +14,10 @@ from twilio.http import AsyncHttpClient
 from twilio.http.response import Response as TwilioResponse
 from twilio.rest import Client
 
-from gateway.channels.base import OutboundMessage, ProviderError, ProviderMessage, SendResult
+from gateway.domain.errors import ProviderError
+from gateway.domain.messages import OutboundMessage, ProviderMessage, SendResult, StatusReport
+from gateway.providers.http import transport_error
+from gateway.providers.twilio import statuses
 
 TWILIO_BASE = "https://api.twilio.com"
 log = logging.getLogger("gateway.twilio")
@@ -84,11 +87,8 @@ def classify(exc: BaseException) -> ProviderError:
                 suppress="stop_keyword" if code == 21610 else None,
             )
         return ProviderError("permanent", f"Twilio refused the message: {exc.msg}", code=label)
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
-        return ProviderError("transient", f"could not reach Twilio: {type(exc).__name__}")
-    if isinstance(exc, httpx.TransportError):
-        # the request may have reached Twilio: its outcome is unknown
-        return ProviderError("unknown", f"no answer from Twilio: {type(exc).__name__}")
+    if isinstance(exc, httpx.HTTPError):
+        return transport_error(exc, "Twilio")
     return ProviderError("transient", f"Twilio client error: {exc}")
 
 
@@ -117,8 +117,11 @@ def _segments(value: Any) -> int | None:
         return None
 
 
-class TwilioSmsAdapter:
-    provider = "twilio"
+class TwilioSms:
+    """Sender and Lookup for SMS on the operator's Twilio account."""
+
+    name = "twilio"
+    channel = "sms"
 
     def __init__(
         self, account_sid: str, auth_token: str, base_url: str, timeout: float = 10.0
@@ -144,7 +147,7 @@ class TwilioSmsAdapter:
         except (TwilioException, httpx.HTTPError) as exc:
             raise classify(exc) from exc
         return SendResult(
-            provider=self.provider,
+            provider=self.name,
             provider_message_id=created.sid,
             provider_status=created.status or "queued",
             num_segments=_segments(created.num_segments),
@@ -195,6 +198,15 @@ class TwilioSmsAdapter:
         except (TwilioException, httpx.HTTPError) as exc:
             raise classify(exc) from exc
         return found
+
+    def report(self, found: ProviderMessage, source: str) -> StatusReport | None:
+        return statuses.report(
+            found.status,
+            source,
+            {"status": found.status, "error_code": found.error_code},
+            error_code=found.error_code,
+            provider_message_id=found.provider_message_id,
+        )
 
     async def aclose(self) -> None:
         await self._http.aclose()

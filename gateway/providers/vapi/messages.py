@@ -5,6 +5,11 @@ the gateway reads with the wrong type (`"call": "abc"`, `"cost": "abc"`) is a 42
 
 `toolCallList` is typed as a list only: each tool call is read on its own (`ToolCall`), so one
 malformed call becomes one `error` result and the others still run.
+
+A call that reached Vapi over SIP carries the INVITE's headers: in the call's provider details
+(`call.phoneCallProviderDetails.sip.headers`, or `call.transport.sip.headers` in newer
+payloads), and, for the `x-` ones, as template variables named without the prefix
+(`call.assistantOverrides.variableValues`); `sip_headers` reads them from wherever they are.
 """
 
 from __future__ import annotations
@@ -33,10 +38,23 @@ class Customer(_Part):
 class PhoneNumber(_Part):
     id: Ref | None = None
     number: Ref | None = None
+    # a Vapi SIP number's address (`provider: "vapi"`)
+    sipUri: Ref | None = None
 
 
 class Overrides(_Part):
     metadata: dict[str, Any] | None = None
+    variableValues: dict[str, Any] | None = None
+
+
+class Sip(_Part):
+    # the INVITE's headers, names as the sender wrote them
+    headers: dict[str, Any] | None = None
+    uri: Ref | None = None
+
+
+class SipDetails(_Part):
+    sip: Sip | None = None
 
 
 class Assistant(_Part):
@@ -52,6 +70,8 @@ class Call(_Part):
     customer: Customer | None = None
     metadata: dict[str, Any] | None = None
     assistantOverrides: Overrides | None = None
+    phoneCallProviderDetails: SipDetails | None = None
+    transport: SipDetails | None = None
     startedAt: Instant | None = None
     endedAt: Instant | None = None
     endedReason: Ref | None = None
@@ -99,3 +119,20 @@ class Message(_Part):
 
 class Envelope(_Part):
     message: Message
+
+
+def sip_headers(call: Call) -> dict[str, str]:
+    """The SIP headers the call arrived with, names in lower case (empty: not a SIP call,
+    or one without headers). The INVITE's own headers win over the template variables Vapi
+    made of its `x-` headers."""
+    found: dict[str, str] = {}
+    overrides = call.assistantOverrides.variableValues if call.assistantOverrides else None
+    for name, value in (overrides or {}).items():
+        if isinstance(value, str):
+            found[f"x-{name.lower()}"] = value
+    for details in (call.transport, call.phoneCallProviderDetails):
+        headers = details.sip.headers if details and details.sip else None
+        for name, value in (headers or {}).items():
+            if isinstance(value, str):
+                found[name.lower()] = value
+    return found

@@ -25,7 +25,6 @@ import contextlib
 import re
 import socket
 import ssl
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -36,10 +35,9 @@ import aiosmtplib
 from aiosmtplib.typing import Default
 
 from gateway.channel_models import EmailConfig
-from gateway.channels.base import OutboundMessage, ProviderError, SendResult
 from gateway.net_guard import HostGuard, HostRefused, HostUnresolved
+from gateway.providers.base import OutboundMessage, ProviderError, SendResult
 
-Outcome = Literal["ok", "transient", "permanent", "configuration"]
 Stage = Literal["connect", "authenticate", "send"]
 
 # Replies that say the tenant's settings are wrong (RFC 4954), not the message.
@@ -52,15 +50,6 @@ _CONFIGURATION_REPLIES = {
 _ENHANCED_STATUS = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})\b")
 _LINE_ENDINGS = re.compile(rb"\r\n|\n|\r(?!\n)")
 _LEADING_PERIOD = re.compile(rb"(?m)^\.")
-
-
-@dataclass(frozen=True)
-class SmtpCheck:
-    ok: bool
-    stage: str
-    outcome: Outcome
-    detail: str
-    code: int | None = None
 
 
 class SmtpClient(aiosmtplib.SMTP):
@@ -199,62 +188,10 @@ def _tls_failure(exc: BaseException) -> bool:
     return False
 
 
-def classify(exc: BaseException) -> tuple[Outcome, int | None]:
-    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
-        return "configuration", exc.code
-    if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code >= 400:
-        return ("transient" if exc.code < 500 else "permanent"), exc.code
-    if _tls_failure(exc):
-        return "configuration", None
-    return "transient", None
-
-
 def describe(exc: BaseException) -> str:
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         return f"{exc.code} {exc.message}".strip()
     return str(exc) or type(exc).__name__
-
-
-async def check_connection(
-    config: EmailConfig,
-    ca_file: str | None = None,
-    connect_timeout: float = 10.0,
-    guard: HostGuard | None = None,
-) -> SmtpCheck:
-    """Connect (with TLS as configured) and authenticate, then quit without sending."""
-    assert config.host is not None
-    try:
-        sock = await open_socket(
-            config.host, config.effective_port, guard or HostGuard(), connect_timeout
-        )
-    except ProviderError as exc:
-        outcome: Outcome = "configuration" if exc.kind == "configuration" else "transient"
-        return SmtpCheck(False, "connect", outcome, exc.reason)
-    except OSError as exc:
-        detail = f"could not connect to {config.host}:{config.effective_port}: {describe(exc)}"
-        return SmtpCheck(False, "connect", "transient", detail)
-    client = make_client(config, sock, connect_timeout, ca_file=ca_file)
-    stage = "connect"
-    try:
-        await client.connect()
-        if config.username:
-            stage = "authenticate"
-            password = config.password.get_secret_value() if config.password else ""
-            await client.login(config.username, password)
-        stage = "quit"
-        await client.quit()
-    except (aiosmtplib.SMTPException, OSError) as exc:
-        outcome, code = classify(exc)
-        if stage == "connect" and outcome == "transient":
-            detail = f"could not connect to {config.host}:{config.effective_port}: {describe(exc)}"
-        elif outcome == "configuration" and stage == "authenticate":
-            detail = f"authentication failed: {describe(exc)}"
-        else:
-            detail = describe(exc)
-        client.close()
-        sock.close()
-        return SmtpCheck(False, stage, outcome, detail, code)
-    return SmtpCheck(True, "done", "ok", "connected and authenticated")
 
 
 def _is_hard_bounce(code: int, text: str) -> bool:
@@ -365,10 +302,11 @@ def compose(message: OutboundMessage, config: EmailConfig) -> EmailMessage:
     return mail
 
 
-class EmailAdapter:
+class SmtpSender:
     """One SMTP connection per message to the tenant's server (settings in message.config)."""
 
-    provider = "smtp"
+    name = "smtp"
+    channel = "email"
 
     def __init__(
         self, ca_file: str | None = None, timeout: float = 15.0, hosts: HostGuard | None = None
@@ -419,7 +357,7 @@ class EmailAdapter:
             if sock is not None:
                 sock.close()
         return SendResult(
-            provider=self.provider,
+            provider=self.name,
             provider_message_id=message_id,
             provider_status=f"250 {reply}" if reply else "250 accepted",
         )

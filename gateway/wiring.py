@@ -1,0 +1,128 @@
+"""The gateway's services, built once and handed what each needs: what `create_app` serves,
+what the CLI's one-off commands start without a web server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway import migrations, providers
+from gateway.config import Settings
+from gateway.db import Database
+from gateway.metrics import Metrics
+from gateway.services.booking import BookingService
+from gateway.services.channel_config import ChannelConfigService
+from gateway.services.channel_tests import ChannelTests
+from gateway.services.cron import Scheduler
+from gateway.services.dispatcher import Dispatcher, DispatchSettings
+from gateway.services.failover import Failover, SmsRouting
+from gateway.services.inbound import InboundService
+from gateway.services.messaging import MessagingService
+from gateway.services.numbers import operator_numbers
+from gateway.services.ratelimit import CHANNEL_TEST_LIMIT, TokenBuckets
+from gateway.services.reminders import Reminders
+from gateway.services.tenants import check_keyring
+from gateway.services.vapi_server import VapiServer
+from gateway.services.vapi_tools import TOOLS
+from gateway.services.voice import VoiceService
+from gateway.services.webhooks import WebhookService
+
+
+class Gateway:
+    """Everything a handler needs, built once per app."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = Database(settings.database_path, settings.typed.read_connections)
+        self.metrics = Metrics()
+        self.providers = providers.build(settings)
+        self.dispatch_options = DispatchSettings.from_settings(settings)
+        typed = settings.typed
+        self.sms = SmsRouting(
+            self.providers,
+            typed.sms_providers,
+            Failover(typed.sms_failover_after, typed.sms_circuit_seconds),
+        )
+        self.channels = ChannelConfigService(settings, sms=self.sms)
+        self.dispatcher = Dispatcher(
+            self.db,
+            settings,
+            self.channels,
+            self.providers,
+            self.metrics,
+            self.dispatch_options,
+            sms=self.sms,
+        )
+        self.messaging = MessagingService(
+            settings, self.channels, self.metrics, self._wake, self.sms
+        )
+        self.inbound = InboundService(
+            self.db,
+            self.metrics,
+            self.dispatch_options.price_delay,
+            self.dispatch_options.status_poll or None,
+            operator_numbers(settings),
+            can_ask=lambda name: self.providers.declares(name, "lookup"),
+            usd_eur_rate=float(typed.usd_eur_rate),
+        )
+        self.reminders = Reminders(self.db, self.channels, self.messaging)
+        self.booking = BookingService(self.db, self.channels)
+        self.booking.on_booked = self.reminders.confirm
+        self.scheduler = Scheduler(settings.crons, self.cron_tick)
+        self.voice = VoiceService(self.db, settings, self.channels, self.providers)
+        self.vapi = VapiServer(
+            self.db,
+            self.voice,
+            self.channels,
+            self.booking,
+            TOOLS,
+            server_secret=typed.vapi_webhook_secret,
+            price_per_minute=typed.call_price_per_minute,
+            usd_eur_rate=typed.usd_eur_rate,
+        )
+        self.webhooks = WebhookService(
+            self.db, self.providers, self.channels, self.inbound, self.voice
+        )
+        rule = settings.ratelimit("SEND_RATE_LIMITER")
+        self.send_limiter = TokenBuckets(rule) if rule else None
+        test_rule = settings.ratelimit("CHANNEL_TEST_RATE_LIMITER") or CHANNEL_TEST_LIMIT
+        self.channel_tests = ChannelTests(
+            self.channels,
+            self.providers,
+            self.messaging,
+            self.dispatcher,
+            send_limiter=self.send_limiter,
+            test_limiter=TokenBuckets(test_rule, what="channel tests"),
+        )
+        # the OpenAPI document of the app this gateway serves (set by create_app)
+        self.openapi: dict[str, Any] = {}
+        self.run_dispatcher = settings.typed.dispatcher != "off"
+
+    async def cron_tick(self) -> dict[str, int]:
+        """What `[triggers] crons` runs: the reminders that are due."""
+        return {"reminders": await self.reminders.tick()}
+
+    def _wake(self) -> None:
+        self.dispatcher.wake()
+
+    def check_send_rate(self, tenant_id: str) -> None:
+        if self.send_limiter is not None:
+            self.send_limiter.check(tenant_id)
+
+    async def start(self) -> None:
+        migrations.apply_migrations(
+            self.settings.database_path,
+            self.settings.migrations_dir,
+            self.settings.migrations_table,
+        )
+        self.db.start()
+        await check_keyring(self.db, self.settings.keyring)
+        if self.run_dispatcher:
+            await self.dispatcher.start()
+            self.scheduler.start()
+
+    async def stop(self) -> None:
+        if self.run_dispatcher:
+            await self.scheduler.stop()
+            await self.dispatcher.stop()
+        await self.providers.aclose()
+        await self.db.close()
