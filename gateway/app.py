@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.config import Settings
+from gateway.console.routes import console_routes
 from gateway.errors import ApiError
 from gateway.http_server import read_deadlines, uvicorn_options
 from gateway.middleware import BodyDeadlineMiddleware, BodyLimitMiddleware, RequestLogMiddleware
@@ -101,7 +102,7 @@ def create_app(settings: Settings) -> Starlette:
             await gateway.stop()
 
     app = Starlette(
-        routes=[ep.route() for ep in endpoints],
+        routes=[*(ep.route() for ep in endpoints), *console_routes(gateway)],
         middleware=[
             Middleware(RequestLogMiddleware),
             Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),

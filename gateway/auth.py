@@ -7,12 +7,13 @@ from datetime import timedelta
 
 from starlette.requests import Request
 
-from gateway.db import Database, TenantDB
 from gateway.errors import Forbidden, Unauthorized
 from gateway.ids import now_iso, parse_iso
 from gateway.services.principal import TenantPrincipal
 from gateway.services.tenants import hash_key
 from gateway.store import tenants as store
+from gateway.store.engine import Engine
+from gateway.store.tenant_scope import TenantDB
 from gateway.store.tenants import Tenant
 
 __all__ = ["TenantPrincipal", "require_admin", "require_tenant"]
@@ -48,7 +49,7 @@ def require_admin(request: Request, admin_key: str) -> None:
     raise Unauthorized("Unknown API key", code="unknown_api_key")
 
 
-async def require_tenant(request: Request, db: Database, admin_key: str) -> TenantPrincipal:
+async def require_tenant(request: Request, db: Engine, admin_key: str) -> TenantPrincipal:
     token = _bearer(request)
     if _is_admin(token, admin_key):
         raise Forbidden(

@@ -13,7 +13,6 @@ import contextlib
 import importlib
 import importlib.util
 import json
-import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,13 +20,14 @@ from typing import Any
 from gateway import migrations
 from gateway.config import Settings, load_settings
 from gateway.crypto import DecryptionError, Keyring, fingerprint_id
-from gateway.db import Database, TenantDB
 from gateway.errors import ApiError, ConfigError, ValidationFailed
 from gateway.logs import configure_logging
 from gateway.services import tenants as tenant_service
 from gateway.settings_model import reveal
 from gateway.store import channels as channel_store
 from gateway.store import tenants as tenant_store
+from gateway.store.engine import DatabaseError, Engine
+from gateway.store.tenant_scope import TenantDB
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -123,11 +123,11 @@ def _print(data: Any) -> None:
     print(json.dumps(data, indent=2))
 
 
-async def _with_db(settings: Settings, fn: Callable[[Database], Awaitable[Any]]) -> Any:
-    migrations.apply_migrations(
-        settings.database_path, settings.migrations_dir, settings.migrations_table
-    )
-    db = Database(settings.database_path, 1)
+async def _with_db(settings: Settings, fn: Callable[[Engine], Awaitable[Any]]) -> Any:
+    from gateway.wiring import open_database
+
+    migrations.migrate(settings)
+    db = open_database(settings, 1)
     db.start()
     try:
         await tenant_service.check_keyring(db, settings.keyring)
@@ -137,7 +137,7 @@ async def _with_db(settings: Settings, fn: Callable[[Database], Awaitable[Any]])
         await db.close()
 
 
-async def _check_keys_open_secrets(db: Database, settings: Settings) -> None:
+async def _check_keys_open_secrets(db: Engine, settings: Settings) -> None:
     """Each key id in use must open one of the secrets stored under it, so that a key with the
     right id but the wrong bytes stops the command here instead of failing every send."""
     from gateway.services.channel_config import ChannelConfigService
@@ -160,7 +160,7 @@ async def _check_keys_open_secrets(db: Database, settings: Settings) -> None:
             )
 
 
-async def _nothing(db: Database) -> None:
+async def _nothing(db: Engine) -> None:
     return None
 
 
@@ -217,7 +217,7 @@ async def _assistant_sync(settings: Settings, tenant_ref: str) -> Any:
         await gateway.stop()
 
 
-def _tenant_create(args: argparse.Namespace) -> Callable[[Database], Awaitable[Any]]:
+def _tenant_create(args: argparse.Namespace) -> Callable[[Engine], Awaitable[Any]]:
     from gateway.routes.admin import TenantCreate
     from gateway.validation import validate_model
 
@@ -227,7 +227,7 @@ def _tenant_create(args: argparse.Namespace) -> Callable[[Database], Awaitable[A
         fields["country"] = args.country
     body = validate_model(TenantCreate, fields)
 
-    async def run(db: Database) -> Any:
+    async def run(db: Engine) -> Any:
         tenant, key = await tenant_service.create_tenant(
             db, body.name, body.slug, body.timezone, country=body.country
         )
@@ -256,7 +256,7 @@ def _keys_line(entries: list[tuple[str, str]]) -> str:
     return "ENCRYPTION_KEYS=" + ",".join(f"{key_id}:{raw}" for key_id, raw in entries)
 
 
-async def _keys_in_use(db: Database) -> dict[str, int]:
+async def _keys_in_use(db: Engine) -> dict[str, int]:
     counts: dict[str, int] = {}
     for row in await channel_store.encrypted_rows(db):
         counts[row["key_id"]] = counts.get(row["key_id"], 0) + 1
@@ -365,7 +365,7 @@ def _one_line_errors(command: Callable[[], int]) -> int:
     except ApiError as exc:
         print(f"gateway: {exc.message}", file=sys.stderr)
         return 1
-    except (ValueError, OSError, sqlite3.Error) as exc:
+    except (ValueError, OSError, DatabaseError) as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 1
 
@@ -421,9 +421,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         _preflight(settings)
         _print(asyncio.run(_cron_tick(settings)))
     elif args.command == "migrate":
-        applied = migrations.apply_migrations(
-            settings.database_path, settings.migrations_dir, settings.migrations_table
-        )
+        applied = migrations.migrate(settings)
         print(
             f"applied {len(applied)} migration(s): {', '.join(applied)}"
             if applied
@@ -440,20 +438,20 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         _print(asyncio.run(_with_db(settings, _tenant_create(args))))
     elif args.command == "tenant" and args.action == "list":
 
-        async def list_all(db: Database) -> Any:
+        async def list_all(db: Engine) -> Any:
             return [t.public() for t in await tenant_store.list_tenants(db, 10_000, None)]
 
         _print(asyncio.run(_with_db(settings, list_all)))
     elif args.command == "keys" and args.action == "create":
 
-        async def create_key(db: Database) -> Any:
+        async def create_key(db: Engine) -> Any:
             tenant = await tenant_service.require_tenant(db, args.tenant)
             return await tenant_service.create_api_key(db, tenant.id, args.label)
 
         _print(asyncio.run(_with_db(settings, create_key)))
     elif args.command == "keys" and args.action == "revoke":
 
-        async def revoke(db: Database) -> Any:
+        async def revoke(db: Engine) -> Any:
             tenant = await tenant_service.require_tenant(db, args.tenant)
             await tenant_service.revoke_api_key(db, tenant.id, args.key_id)
             return {"revoked": args.key_id}

@@ -73,6 +73,13 @@ class Settings:
     keyring: Keyring = field(repr=False)
     typed: GatewaySettings = field(repr=False)
     generated: list[str] = field(default_factory=list)
+    hyperdrive_url: str | None = field(default=None, repr=False)
+
+    @property
+    def database_url(self) -> str | None:
+        """The PostgreSQL database to run on (DATABASE_URL, else the `localConnectionString`
+        of a `[[hyperdrive]]` binding), or None: the SQLite file."""
+        return reveal(self.typed.database_url) or self.hyperdrive_url
 
     @property
     def is_production(self) -> bool:
@@ -119,6 +126,18 @@ def _parse_crons(raw: Any) -> list[str]:
         except ValueError as exc:
             raise ConfigError(f"[triggers] crons: {exc}") from None
     return crons
+
+
+def _hyperdrive_url(raw: Any) -> str | None:
+    """The `localConnectionString` of the first `[[hyperdrive]]` binding that has one."""
+    for entry in raw or []:
+        url = entry.get("localConnectionString") if isinstance(entry, Mapping) else None
+        if not url:
+            continue
+        if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError("[[hyperdrive]] localConnectionString must be a postgresql:// URL")
+        return url
+    return None
 
 
 def _generate_dev_secrets(path: Path, values: Mapping[str, str]) -> list[str]:
@@ -196,4 +215,5 @@ def load_settings(
         keyring=keyring,
         typed=typed,
         generated=generated,
+        hyperdrive_url=_hyperdrive_url(section.get("hyperdrive")),
     )

@@ -1,4 +1,4 @@
-"""SQLite access: one writer thread fed by a queue (group commit), pooled read connections.
+"""The SQLite engine: one writer thread fed by a queue (group commit), pooled read connections.
 
 The shape follows datasette's `database.py`: every write is a function run on the single
 write connection. The writer takes everything waiting in its queue and runs it in one
@@ -10,6 +10,11 @@ Results go back to the caller's event loop with one `call_soon_threadsafe` per r
 committed batch, straight into an asyncio future: a request makes several small reads and
 a write, and the concurrent.futures hand-off (a Future with its Condition, `wrap_future`'s
 callback chain) cost more CPU than the SQLite statements themselves (bench/RESULTS.md).
+
+`Database` is the `gateway.store.engine.Engine` for SQLite; the connection a store function
+is handed is sqlite3's own (`SQLiteConnection`, its rows `sqlite3.Row`), whose statements
+raise the engine's errors instead of the driver's, so nothing above the data layer needs
+to know sqlite3 exists.
 """
 
 from __future__ import annotations
@@ -19,26 +24,90 @@ import contextlib
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
+
+from gateway.store.engine import (
+    Connection,
+    DatabaseError,
+    Dialect,
+    IntegrityError,
+    Params,
+    UniqueViolation,
+)
+from gateway.store.tenant_scope import ScopedConnection, TenantDB, TenantScopeError
+
+__all__ = ["Database", "SQLiteConnection", "ScopedConnection", "TenantDB", "TenantScopeError"]
 
 T = TypeVar("T")
-Params = Sequence[Any] | Mapping[str, Any]
 Outcome = tuple["asyncio.Future[Any]", bool, Any]
 
 _BUSY_TIMEOUT_MS = 5000
 _MAX_BATCH = 512
 _STOP = object()
+_UNIQUE = frozenset({sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY})
+_execute = sqlite3.Connection.execute
+_executemany = sqlite3.Connection.executemany
 
 
-def connect(path: Path | str, *, read_only: bool = False) -> sqlite3.Connection:
-    if read_only:
-        conn = sqlite3.connect(
-            f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
-        )
-    else:
-        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+def engine_error(exc: sqlite3.Error) -> DatabaseError:
+    """The engine's error for a driver error: a UNIQUE or PRIMARY KEY violation is a
+    UniqueViolation, another constraint an IntegrityError, anything else a DatabaseError."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        if getattr(exc, "sqlite_errorcode", None) in _UNIQUE:
+            return UniqueViolation(str(exc))
+        return IntegrityError(str(exc))
+    return DatabaseError(str(exc))
+
+
+def _as_engine_error(exc: BaseException) -> BaseException:
+    """For a failure that escaped a database function: the engine's error, caused by the
+    driver's (errors of the function's own making pass as they are)."""
+    if not isinstance(exc, sqlite3.Error):
+        return exc
+    error = engine_error(exc)
+    error.__cause__ = exc
+    return error
+
+
+class SQLiteConnection(sqlite3.Connection):
+    """A `gateway.store.engine.Connection`: sqlite3's connection, whose statements raise the
+    engine's errors (the driver's as `__cause__`); a failure while fetching rows becomes the
+    engine's error when it leaves the function the engine ran. One `try` per statement,
+    which costs nothing on the way through."""
+
+    dialect: Final[Dialect] = "sqlite"
+
+    def execute(self, sql: str, params: Any = (), /) -> sqlite3.Cursor:
+        try:
+            return _execute(self, sql, params)
+        except sqlite3.Error as exc:
+            raise engine_error(exc) from exc
+
+    def executemany(self, sql: str, rows: Iterable[Any], /) -> sqlite3.Cursor:
+        try:
+            return _executemany(self, sql, rows)
+        except sqlite3.Error as exc:
+            raise engine_error(exc) from exc
+
+
+def connect(path: Path | str, *, read_only: bool = False) -> SQLiteConnection:
+    try:
+        if read_only:
+            conn = sqlite3.connect(
+                f"file:{path}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+                factory=SQLiteConnection,
+            )
+        else:
+            conn = sqlite3.connect(
+                str(path), isolation_level=None, check_same_thread=False, factory=SQLiteConnection
+            )
+    except sqlite3.Error as exc:
+        raise engine_error(exc) from exc
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA foreign_keys = ON")
@@ -53,7 +122,7 @@ class _Job:
 
     __slots__ = ("fn", "future", "loop")
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+    def __init__(self, fn: Callable[[SQLiteConnection], Any]) -> None:
         self.fn = fn
         self.loop = asyncio.get_running_loop()
         self.future: asyncio.Future[Any] = self.loop.create_future()
@@ -83,6 +152,10 @@ def _deliver(outcomes: list[tuple[_Job, bool, Any]]) -> None:
 
 
 class Database:
+    """The SQLite `Engine`."""
+
+    dialect: Final[Dialect] = "sqlite"
+
     def __init__(self, path: Path | str, read_connections: int = 4) -> None:
         self.path = Path(path)
         self._read_connections = read_connections
@@ -90,7 +163,7 @@ class Database:
         self._read_queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._readers: list[threading.Thread] | None = None
-        self._reader_conns: list[sqlite3.Connection] = []
+        self._reader_conns: list[SQLiteConnection] = []
         self._lock = threading.Lock()
         self.commits = 0
 
@@ -126,7 +199,7 @@ class Database:
 
     # -- writes ---------------------------------------------------------------------------
 
-    def _write_loop(self, conn: sqlite3.Connection) -> None:
+    def _write_loop(self, conn: SQLiteConnection) -> None:
         try:
             while True:
                 first = self._queue.get()
@@ -149,7 +222,7 @@ class Database:
         finally:
             conn.close()
 
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+    def _run_batch(self, conn: SQLiteConnection, batch: list[_Job]) -> None:
         outcomes: list[tuple[_Job, bool, Any]] = []
         try:
             # a caller that gave up (cancelled) before its turn is skipped; a running job can
@@ -165,7 +238,7 @@ class Database:
                 except BaseException as exc:
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
-                    outcomes.append((job, False, exc))
+                    outcomes.append((job, False, _as_engine_error(exc)))
                 else:
                     conn.execute("RELEASE job")
                     outcomes.append((job, True, result))
@@ -173,12 +246,13 @@ class Database:
         except BaseException as exc:  # the commit itself failed: nobody's write is durable
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            _deliver([(job, False, exc) for job in batch])
+            failure = _as_engine_error(exc)
+            _deliver([(job, False, failure) for job in batch])
             return
         self.commits += 1
         _deliver(outcomes)
 
-    async def write_fn(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def write_fn(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn(conn)` on the write connection; returns once its transaction committed."""
         if self._writer is None:
             raise RuntimeError("database is not started")
@@ -188,7 +262,7 @@ class Database:
         return result
 
     async def execute_write(self, sql: str, params: Params = ()) -> int:
-        def run(conn: sqlite3.Connection) -> int:
+        def run(conn: Connection) -> int:
             return conn.execute(sql, params).rowcount
 
         return await self.write_fn(run)
@@ -196,7 +270,7 @@ class Database:
     # -- reads ----------------------------------------------------------------------------
 
     def _read_loop(self) -> None:
-        conn: sqlite3.Connection | None = None
+        conn: SQLiteConnection | None = None
         try:
             while True:
                 job = self._read_queue.get()
@@ -209,7 +283,7 @@ class Database:
                         conn = self._connect_reader()
                     result = job.fn(conn)
                 except BaseException as exc:
-                    _deliver([(job, False, exc)])
+                    _deliver([(job, False, _as_engine_error(exc))])
                 else:
                     _deliver([(job, True, result)])
         finally:
@@ -218,14 +292,14 @@ class Database:
                     self._reader_conns.remove(conn)
                 conn.close()
 
-    def _connect_reader(self) -> sqlite3.Connection:
+    def _connect_reader(self) -> SQLiteConnection:
         conn = connect(self.path, read_only=True)
         conn.execute("PRAGMA query_only = ON")
         with self._lock:
             self._reader_conns.append(conn)
         return conn
 
-    async def read_fn(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def read_fn(self, fn: Callable[[Connection], T]) -> T:
         if self._readers is None:
             raise RuntimeError("database is not started")
         job = _Job(fn)
@@ -241,52 +315,3 @@ class Database:
             lambda conn: conn.execute(sql, params).fetchone()
         )
         return rows
-
-
-class TenantScopeError(RuntimeError):
-    """A tenant-scoped statement did not mention :tenant_id; it would leak across tenants."""
-
-
-def _scoped(sql: str, params: Mapping[str, Any], tenant_id: str) -> dict[str, Any]:
-    if ":tenant_id" not in sql:
-        raise TenantScopeError(f"tenant-scoped SQL must use :tenant_id: {sql[:80]!r}")
-    return {**params, "tenant_id": tenant_id}
-
-
-class ScopedConnection:
-    """A write connection that only runs statements scoped to one tenant."""
-
-    def __init__(self, conn: sqlite3.Connection, tenant_id: str) -> None:
-        self.raw = conn
-        self.tenant_id = tenant_id
-
-    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> sqlite3.Cursor:
-        return self.raw.execute(sql, _scoped(sql, params or {}, self.tenant_id))
-
-    def executemany(self, sql: str, rows: Iterable[Mapping[str, Any]]) -> sqlite3.Cursor:
-        return self.raw.executemany(sql, (_scoped(sql, r, self.tenant_id) for r in rows))
-
-
-class TenantDB:
-    """The database as one tenant sees it: every statement must bind `:tenant_id`, which is
-    filled in here from the authenticated tenant, so a handler cannot forget or forge it."""
-
-    def __init__(self, db: Database, tenant_id: str) -> None:
-        self.db = db
-        self.tenant_id = tenant_id
-
-    async def fetchall(
-        self, sql: str, params: Mapping[str, Any] | None = None
-    ) -> list[sqlite3.Row]:
-        return await self.db.fetchall(sql, _scoped(sql, params or {}, self.tenant_id))
-
-    async def fetchone(
-        self, sql: str, params: Mapping[str, Any] | None = None
-    ) -> sqlite3.Row | None:
-        return await self.db.fetchone(sql, _scoped(sql, params or {}, self.tenant_id))
-
-    async def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
-        return await self.db.execute_write(sql, _scoped(sql, params or {}, self.tenant_id))
-
-    async def write_fn(self, fn: Callable[[ScopedConnection], T]) -> T:
-        return await self.db.write_fn(lambda conn: fn(ScopedConnection(conn, self.tenant_id)))

@@ -7,8 +7,13 @@ import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.db import connect
+from gateway.store.engine import Connection
+
+if TYPE_CHECKING:
+    from gateway.config import Settings
 
 _NAME = re.compile(r"^\d{4}_[A-Za-z0-9_-]+\.sql$")
 
@@ -38,16 +43,28 @@ def _ensure_table(conn: sqlite3.Connection, table: str) -> None:
     )
 
 
-def applied(conn: sqlite3.Connection, table: str = "d1_migrations") -> list[str]:
-    exists = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
-    ).fetchone()
+_TABLE_EXISTS = {
+    "sqlite": "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+    "postgres": "SELECT 1 FROM information_schema.tables "
+    "WHERE table_schema = current_schema() AND table_name = ?",
+}
+
+
+def _dialect(conn: object) -> str:
+    # a plain sqlite3.Connection (tests, tools) has no dialect: it is SQLite
+    return str(getattr(conn, "dialect", "sqlite"))
+
+
+def applied(conn: Connection, table: str = "d1_migrations") -> list[str]:
+    exists = conn.execute(_TABLE_EXISTS[_dialect(conn)], (table,)).fetchone()
     if not exists:
         return []
-    return [row[0] for row in conn.execute(f"SELECT name FROM {table} ORDER BY id")]
+    return [row[0] for row in conn.execute(f"SELECT name FROM {table} ORDER BY id").fetchall()]
 
 
-def pending(conn: sqlite3.Connection, directory: Path, table: str = "d1_migrations") -> list[str]:
+def pending(conn: Connection, directory: Path, table: str = "d1_migrations") -> list[str]:
+    if _dialect(conn) == "postgres":
+        directory = postgres_directory(directory)
     done = set(applied(conn, table))
     return [m.name for m in discover(directory) if m.name not in done]
 
@@ -85,3 +102,34 @@ def apply_migrations(db_path: Path, directory: Path, table: str = "d1_migrations
     finally:
         conn.close()
     return done
+
+
+def postgres_directory(directory: Path) -> Path:
+    """The PostgreSQL twin of a migrations folder: `<folder>_postgres` beside it, else the
+    package's own `database/migrations_postgres`."""
+    twin = directory.with_name(f"{directory.name}_postgres")
+    if twin.is_dir():
+        return twin
+    return Path(__file__).resolve().parent.parent / "database" / "migrations_postgres"
+
+
+def apply_postgres_migrations(url: str, directory: Path, table: str = "d1_migrations") -> list[str]:
+    """`apply_migrations` on the PostgreSQL database at `url`, with the files of `directory`
+    (see `postgres_directory`); instances starting together apply each file once."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", table):
+        raise ValueError(f"bad migrations table name {table!r}")
+    from gateway.store.postgres_migrations import apply  # psycopg only for PostgreSQL users
+
+    return apply(url, directory, table)
+
+
+def migrate(settings: Settings) -> list[str]:
+    """Apply the pending migrations of the database the settings name: the PostgreSQL one
+    of `settings.database_url`, else the SQLite file."""
+    url = settings.database_url
+    if url:
+        directory = postgres_directory(settings.migrations_dir)
+        return apply_postgres_migrations(url, directory, settings.migrations_table)
+    return apply_migrations(
+        settings.database_path, settings.migrations_dir, settings.migrations_table
+    )

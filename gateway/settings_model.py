@@ -29,6 +29,7 @@ from gateway.settings_types import (
     AdminKey,
     Amount,
     BridgeTimeout,
+    DatabaseUrl,
     Ed25519Key,
     FilePath,
     Flag,
@@ -138,7 +139,14 @@ class GatewaySettings(BaseSettings):
         shown="`.state/d1/<database_name>.sqlite3`",
     )
     read_connections: WholeNumber = setting(
-        4, "READ_CONNECTIONS", "database", "SQLite read connections"
+        4, "READ_CONNECTIONS", "database", "read connections (SQLite), or pooled (PostgreSQL)"
+    )
+    database_url: DatabaseUrl | None = setting(
+        None,
+        "DATABASE_URL",
+        "database",
+        "PostgreSQL instead of the SQLite file, `postgresql://user:password@host:5432/name`: "
+        "wins over the D1 binding and a `[[hyperdrive]]` one",
     )
 
     # -- pricing

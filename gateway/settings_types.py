@@ -116,6 +116,13 @@ def _url(value: Any) -> Any:
     return _text(value)
 
 
+def _postgres_url(value: Any) -> Any:
+    # the value is never repeated: it may hold a password
+    if isinstance(value, str) and not re.match(r"^postgres(ql)?://", value.strip()):
+        raise ValueError("must be a postgresql:// URL")
+    return _text(value)
+
+
 def _account_sid(value: Any) -> Any:
     if isinstance(value, str) and not re.fullmatch(r"AC[0-9a-fA-F]{32}", value.strip()):
         raise ValueError("must look like AC followed by 32 hex digits")
@@ -187,6 +194,9 @@ AdminKey = Annotated[SecretStr, BeforeValidator(_admin_key), Accepts("secret, 16
 Text = Annotated[str, BeforeValidator(_text), Accepts("text")]
 FilePath = Annotated[Path, BeforeValidator(_text), Accepts("path")]
 Url = Annotated[str, BeforeValidator(_url), Accepts("http(s) URL")]
+DatabaseUrl = Annotated[
+    SecretStr, BeforeValidator(_postgres_url), Accepts("secret `postgresql://` URL")
+]
 WholeNumber = Annotated[int, BeforeValidator(_whole), Accepts("whole number > 0")]
 Rate = Annotated[float, BeforeValidator(_number("a number", zero=False)), Accepts("number > 0")]
 Seconds = Annotated[

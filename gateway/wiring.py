@@ -25,6 +25,19 @@ from gateway.services.vapi_server import VapiServer
 from gateway.services.vapi_tools import TOOLS
 from gateway.services.voice import VoiceService
 from gateway.services.webhooks import WebhookService
+from gateway.store.engine import Engine
+
+
+def open_database(settings: Settings, read_connections: int | None = None) -> Engine:
+    """The one place that picks the engine: PostgreSQL when the settings name a database
+    URL, else the SQLite file (not started yet)."""
+    readers = read_connections or settings.typed.read_connections
+    url = settings.database_url
+    if url:
+        from gateway.store.postgres import PostgresEngine  # psycopg only when it is used
+
+        return PostgresEngine(url, read_connections=readers)
+    return Database(settings.database_path, readers)
 
 
 class Gateway:
@@ -32,7 +45,7 @@ class Gateway:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.db = Database(settings.database_path, settings.typed.read_connections)
+        self.db = open_database(settings)
         self.metrics = Metrics()
         self.providers = providers.build(settings)
         self.dispatch_options = DispatchSettings.from_settings(settings)
@@ -109,11 +122,7 @@ class Gateway:
             self.send_limiter.check(tenant_id)
 
     async def start(self) -> None:
-        migrations.apply_migrations(
-            self.settings.database_path,
-            self.settings.migrations_dir,
-            self.settings.migrations_table,
-        )
+        migrations.migrate(self.settings)
         self.db.start()
         await check_keyring(self.db, self.settings.keyring)
         if self.run_dispatcher:

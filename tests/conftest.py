@@ -15,6 +15,9 @@ from starlette.applications import Starlette
 from gateway.app import create_app
 from gateway.config import Settings, load_settings
 
+# a throwaway PostgreSQL, and GATEWAY_TEST_ENGINE=postgres to run the gateway on it
+pytest_plugins = ("tests.postgres",)
+
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_KEY = "admin-test-key-0123456789abcdef"
 KEY_A = base64.b64encode(b"A" * 32).decode()
@@ -33,6 +36,8 @@ TWILIO = {
 @pytest.fixture
 def environ(tmp_path: Path) -> dict[str, str]:
     """A clean environment for load_settings: nothing leaks in from the developer's shell."""
+    from tests.postgres import engine_environ  # after pytest_plugins registered it
+
     return {
         "ADMIN_API_KEY": ADMIN_KEY,
         "ENCRYPTION_KEYS": f"k1:{KEY_A}",
@@ -41,6 +46,7 @@ def environ(tmp_path: Path) -> dict[str, str]:
         # in-process tests check what is accepted; end-to-end tests (tests/stack.py) send
         "DISPATCHER": "off",
         "PATH": os.environ.get("PATH", ""),
+        **engine_environ(tmp_path),
     }
 
 

@@ -17,6 +17,7 @@ from gateway.config import load_settings
 from gateway.sandbox.server import ServerThread, free_port
 from gateway.sandbox.twilio_api import TwilioSandbox
 from tests.conftest import ACCOUNT_SID, ADMIN_KEY, AUTH_TOKEN, KEY_A, ROOT
+from tests.postgres import engine_environ
 
 __all__ = ["ACCOUNT_SID", "AUTH_TOKEN"]
 SHARED_NUMBER = "+33939035761"
@@ -42,6 +43,7 @@ def stack_environ(tmp_path: Path, port: int, twilio_url: str, **extra: str) -> d
         "TWILIO_PHONE_NUMBER": SHARED_NUMBER,
         "TWILIO_API_BASE": twilio_url,
         **FAST_DISPATCH,
+        **engine_environ(tmp_path),
         **extra,
     }
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from gateway.db import Database, TenantDB, TenantScopeError
+from gateway.store.engine import DatabaseError, UniqueViolation
 
 
 @pytest.fixture
@@ -42,7 +43,9 @@ async def test_a_failing_write_does_not_undo_its_batch_neighbours(db: Database) 
         db.execute_write("INSERT INTO items (tenant_id, name) VALUES ('t', 'b')"),
         return_exceptions=True,
     )
-    assert isinstance(results[1], sqlite3.IntegrityError)
+    # the engine's error, the driver's as its cause
+    assert isinstance(results[1], UniqueViolation)
+    assert isinstance(results[1].__cause__, sqlite3.IntegrityError)
     names = {r["name"] for r in await db.fetchall("SELECT name FROM items")}
     assert names == {"taken", "a", "b"}
 
@@ -52,8 +55,9 @@ async def test_a_write_function_is_atomic(db: Database) -> None:
         conn.execute("INSERT INTO items (tenant_id, name) VALUES ('t', 'first')")
         conn.execute("INSERT INTO items (tenant_id, name) VALUES ('t', 'first')")
 
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(UniqueViolation) as raised:
         await db.write_fn(two_inserts)
+    assert isinstance(raised.value.__cause__, sqlite3.IntegrityError)
     assert await db.fetchall("SELECT * FROM items") == []
 
 
@@ -72,10 +76,11 @@ async def test_durability_settings(db: Database) -> None:
 
 
 async def test_read_connections_cannot_write(db: Database) -> None:
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(DatabaseError) as raised:
         await db.read_fn(
             lambda conn: conn.execute("INSERT INTO items (tenant_id, name) VALUES ('t', 'x')")
         )
+    assert isinstance(raised.value.__cause__, sqlite3.OperationalError)
 
 
 async def test_tenant_scope_fills_the_tenant_and_refuses_unscoped_sql(db: Database) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from gateway.store.engine import DatabaseError
 from tests.conftest import Api
 
 
@@ -15,7 +15,7 @@ async def test_readiness_reports_an_unreachable_database(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def unreadable(fn: Callable[[Any], Any]) -> Any:
-        raise sqlite3.OperationalError("disk I/O error")
+        raise DatabaseError("disk I/O error")  # what an engine raises for its driver's error
 
     monkeypatch.setattr(api.gateway.db, "read_fn", unreadable)
     response = await api.client.get("/readyz")

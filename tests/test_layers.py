@@ -100,6 +100,8 @@ def _outside(home: str) -> Callable[[str], bool]:
 
 
 _PROVIDER_SDKS = {"twilio": "gateway.providers.twilio", "aiosmtplib": "gateway.providers.smtp"}
+# what knows a database exists: the store's engines and the migrations runners
+DRIVERS = ("sqlite3", "psycopg", "psycopg_pool", "asyncpg")
 
 RULES = [
     Rule(
@@ -139,6 +141,11 @@ RULES = [
         "services never import the web layer or the app object",
         _in("gateway.services"),
         WEB,
+    ),
+    Rule(
+        "services, handlers, the console and the CLI never import a database driver",
+        _in("gateway.services", "gateway.routes", "gateway.console", "gateway.cli"),
+        DRIVERS,
     ),
     Rule(
         "production code never imports the sandbox",

@@ -25,7 +25,6 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from gateway.channel_models import PhoneConfig
-from gateway.db import Database, ScopedConnection, TenantDB
 from gateway.domain.appointments import MAX_DURATION
 from gateway.errors import Conflict, NotFound, ValidationFailed
 from gateway.ids import iso, new_id, parse_iso
@@ -42,7 +41,9 @@ from gateway.services.slots import (
 )
 from gateway.store import appointments as store
 from gateway.store import tenants as tenants_store
+from gateway.store.engine import Engine
 from gateway.store.paging import decode_cursor, encode_cursor
+from gateway.store.tenant_scope import ScopedConnection, TenantDB
 from gateway.store.tenants import Tenant
 from gateway.validation import normalize_e164, normalize_email
 
@@ -90,7 +91,7 @@ def _utc_now() -> datetime:
 
 class BookingService:
     def __init__(
-        self, db: Database, channels: ChannelConfigService, on_booked: OnBooked | None = None
+        self, db: Engine, channels: ChannelConfigService, on_booked: OnBooked | None = None
     ) -> None:
         self.db = db
         self.channels = channels
@@ -314,6 +315,8 @@ class BookingService:
         until = iso(at + length + rules.buffer)
         capacity = rules.settings.capacity
 
+        # check and insert are one atomic step only because SQLite runs one write_fn at a
+        # time (store.count_overlapping); several writers must serialise them
         def write(conn: ScopedConnection) -> tuple[BookingStatus, dict[str, Any] | None]:
             existing = store.same_booking(conn, phone, row["starts_at"])
             if existing is not None:
@@ -428,6 +431,7 @@ class BookingService:
         capacity = rules.settings.capacity
         buffer = rules.buffer
 
+        # atomic like book()'s write: one write_fn at a time on SQLite
         def write(conn: ScopedConnection) -> tuple[BookingStatus, dict[str, Any] | None]:
             row = store.get_locked(conn, appointment_id)
             if row is None:

@@ -24,11 +24,11 @@ from gateway.channel_models import (
 )
 from gateway.config import Settings
 from gateway.crypto import DecryptionError, Keyring, aad_for
-from gateway.db import ScopedConnection, TenantDB
 from gateway.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from gateway.net_guard import HostGuard, HostRefused
 from gateway.services.numbers import operator_numbers
 from gateway.store import channels as store
+from gateway.store.tenant_scope import ScopedConnection, TenantDB
 from gateway.validation import field_errors, validate_model
 
 # The operator's settings a channel's readiness depends on (`missing_fields`), as text.

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.db import TenantDB
 from gateway.store import calls as call_store
 from gateway.store import crm as store
+from gateway.store.tenant_scope import TenantDB
 
 
 async def list_prospects(

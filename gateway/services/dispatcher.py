@@ -23,13 +23,11 @@ import contextlib
 import json
 import logging
 import random
-import sqlite3
 import time
 from datetime import timedelta
 from typing import Any
 
 from gateway.config import Settings
-from gateway.db import Database, TenantDB
 from gateway.errors import ApiError
 from gateway.ids import later_iso, now_iso, parse_iso
 from gateway.metrics import Metrics
@@ -42,6 +40,8 @@ from gateway.services.failover import SmsRouting
 from gateway.services.followup import Followups
 from gateway.services.reconcile import Twin, decide
 from gateway.store import messages as store
+from gateway.store.engine import Connection, Engine, Row, UniqueViolation
+from gateway.store.tenant_scope import TenantDB
 
 log = logging.getLogger("gateway.dispatcher")
 
@@ -86,7 +86,7 @@ class _SendLeft(Exception):
 class Dispatcher:
     def __init__(
         self,
-        db: Database,
+        db: Engine,
         settings: Settings,
         channels: ChannelConfigService,
         providers: Providers,
@@ -196,7 +196,7 @@ class Dispatcher:
         self._tasks.discard(task)
         self._slots.release()
 
-    async def _process(self, row: sqlite3.Row) -> None:
+    async def _process(self, row: Row) -> None:
         try:
             if row["needs_reconciliation"]:
                 await self._reconcile(row)
@@ -224,7 +224,7 @@ class Dispatcher:
         self._configs[key] = (time.monotonic() + 5.0, state)
         return state
 
-    def _status_callback(self, row: sqlite3.Row) -> str | None:
+    def _status_callback(self, row: Row) -> str | None:
         """Where the provider should report: our webhook, carrying our message id."""
         kind = self.providers.status_callback(row["provider"])
         if kind is None:
@@ -244,7 +244,7 @@ class Dispatcher:
         return await self._send(rows[0], retry=False, tested=True)
 
     async def _send(
-        self, row: sqlite3.Row, *, retry: bool = True, tested: bool = False
+        self, row: Row, *, retry: bool = True, tested: bool = False
     ) -> SendResult | ProviderError:
         channel = row["channel"]
         state = await self._config(row["tenant_id"], channel)
@@ -309,10 +309,10 @@ class Dispatcher:
 
     # -- failover ---------------------------------------------------------------------------
 
-    def _fails_over(self, row: sqlite3.Row) -> bool:
+    def _fails_over(self, row: Row) -> bool:
         return self.sms is not None and row["channel"] == "sms"
 
-    async def _route(self, row: sqlite3.Row, state: ChannelState) -> sqlite3.Row:
+    async def _route(self, row: Row, state: ChannelState) -> Row:
         """The provider this attempt goes to: the first of the tenant's order whose circuit
         is closed. A switch is recorded on the message (provider and sender) before the
         request leaves, so that callbacks, look-ups and prices follow the provider that
@@ -332,7 +332,7 @@ class Dispatcher:
             else f"{chosen} is first in the order again",
         }
 
-        def write(conn: sqlite3.Connection) -> sqlite3.Row | None:
+        def write(conn: Connection) -> Row | None:
             switched = store.switch_provider(
                 conn, row["id"], row["provider"], chosen, number, now_iso()
             )
@@ -350,7 +350,7 @@ class Dispatcher:
         log.info("SMS provider switched", extra={"message_id": row["id"], **payload})
         return switched
 
-    def _count(self, row: sqlite3.Row, outcome: str, state: ChannelState) -> float | None:
+    def _count(self, row: Row, outcome: str, state: ChannelState) -> float | None:
         """Tell the circuits how the attempt went; returns the retry delay a failover asks
         for (None: the usual backoff)."""
         if not self._fails_over(row):
@@ -367,7 +367,7 @@ class Dispatcher:
         )
 
     async def _record_sent(
-        self, row: sqlite3.Row, result: SendResult, *, source: str, reconciled: bool = False
+        self, row: Row, result: SendResult, *, source: str, reconciled: bool = False
     ) -> bool:
         """Record that the provider took the message under `result.provider_message_id`.
 
@@ -408,7 +408,7 @@ class Dispatcher:
         if reconciled:
             payload["reconciled"] = "found at the provider"
 
-        def record(conn: sqlite3.Connection) -> bool:
+        def record(conn: Connection) -> bool:
             moved = store.move(conn, row["id"], "sent", fields, only_from=_UNFINISHED, fill=fill)
             if not moved:  # a callback got there first: keep what it said
                 conn.execute(
@@ -419,10 +419,12 @@ class Dispatcher:
             store.insert_event(conn, row["id"], row["tenant_id"], source, "sent", moved, payload)
             return True
 
-        def write(conn: sqlite3.Connection) -> bool:
+        def write(conn: Connection) -> bool:
             try:
                 return record(conn)
-            except sqlite3.IntegrityError:  # another message holds that provider id
+            except UniqueViolation:  # another message holds that provider id
+                # the transaction goes on after the failed statement: SQLite allows it, and
+                # PostgreSQL only inside a savepoint taken before record()
                 holder = store.holder_of(conn, result.provider, sid)
                 if holder is None or holder == row["id"]:
                     raise
@@ -440,7 +442,7 @@ class Dispatcher:
 
     async def _handle_error(
         self,
-        row: sqlite3.Row,
+        row: Row,
         exc: ProviderError,
         *,
         retry: bool = True,
@@ -454,7 +456,7 @@ class Dispatcher:
             await self._fail(row, exc)
 
     async def _retry_or_fail(
-        self, row: sqlite3.Row, exc: ProviderError, delay: float | None = None
+        self, row: Row, exc: ProviderError, delay: float | None = None
     ) -> None:
         """Retry later (after `delay`, else the provider's Retry-After or the backoff)."""
         # `attempts` was counted when the row was claimed for this attempt
@@ -481,9 +483,7 @@ class Dispatcher:
         if moved:
             self.metrics.retries.labels(row["channel"]).inc()
 
-    async def _mark_unknown(
-        self, row: sqlite3.Row, exc: ProviderError, delay: float | None = None
-    ) -> None:
+    async def _mark_unknown(self, row: Row, exc: ProviderError, delay: float | None = None) -> None:
         await self._transition(
             row,
             "sending",
@@ -498,13 +498,13 @@ class Dispatcher:
         )
 
     async def _transition(
-        self, row: sqlite3.Row, status: str, fields: dict[str, Any], payload: dict[str, Any]
+        self, row: Row, status: str, fields: dict[str, Any], payload: dict[str, Any]
     ) -> bool:
         """Move a send the dispatcher owns and record the event, in one transaction; a
         status a provider reported meanwhile wins (the event says it was not applied)."""
         fields = {**fields, "updated_at": now_iso()}
 
-        def write(conn: sqlite3.Connection) -> bool:
+        def write(conn: Connection) -> bool:
             moved = store.move(conn, row["id"], status, fields, only_from=_UNFINISHED)
             store.insert_event(
                 conn, row["id"], row["tenant_id"], "dispatcher", status, moved, payload
@@ -513,7 +513,7 @@ class Dispatcher:
 
         return await self.db.write_fn(write)
 
-    async def _fail(self, row: sqlite3.Row, exc: ProviderError, reason: str | None = None) -> None:
+    async def _fail(self, row: Row, exc: ProviderError, reason: str | None = None) -> None:
         now = now_iso()
         fields = {
             "failed_at": now,
@@ -525,7 +525,7 @@ class Dispatcher:
         }
         channel = row["channel"]
 
-        def write(conn: sqlite3.Connection) -> bool:
+        def write(conn: Connection) -> bool:
             moved = store.move(conn, row["id"], "failed", fields, only_from=_UNFINISHED)
             store.insert_event(
                 conn,
@@ -553,7 +553,7 @@ class Dispatcher:
 
     # -- reconciliation ---------------------------------------------------------------------
 
-    async def _reconcile(self, row: sqlite3.Row) -> None:
+    async def _reconcile(self, row: Row) -> None:
         """A send whose answer was lost: find it at the provider, or prove it is not there.
 
         A status callback carrying our message id, if one came meanwhile, already gave the
@@ -570,7 +570,7 @@ class Dispatcher:
         now = parse_iso(now_iso())
         deadline = timedelta(seconds=self.options.provider_timeout)
 
-        def twins(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+        def twins(conn: Connection) -> list[Row]:
             return store.unsettled_twins(
                 conn, row["provider"], row["to_address"], row["from_address"], row["body"]
             )
@@ -624,7 +624,7 @@ class Dispatcher:
         else:
             await self._requeue_absent(row)
 
-    async def _adopt(self, row: sqlite3.Row, found: ProviderMessage) -> None:
+    async def _adopt(self, row: Row, found: ProviderMessage) -> None:
         result = SendResult(
             provider=row["provider"],
             provider_message_id=found.provider_message_id,
@@ -637,23 +637,23 @@ class Dispatcher:
                 row, ProviderError("unknown", "a twin took the match"), delay=0.0
             )
 
-    async def _settle(self, row: sqlite3.Row) -> None:
+    async def _settle(self, row: Row) -> None:
         """A callback identified the send while it was flagged: nothing is left to do but
         make sure it no longer waits."""
         now = now_iso()
 
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: Connection) -> None:
             store.move(conn, row["id"], "sent", {"updated_at": now}, only_from=_UNFINISHED)
             store.update_message(conn, row["id"], {"needs_reconciliation": 0})
 
         await self.db.write_fn(write)
 
-    async def _requeue_absent(self, row: sqlite3.Row) -> None:
+    async def _requeue_absent(self, row: Row) -> None:
         """Proven absent at the provider: sending it now is not a duplicate — unless a
         status callback identified the send meanwhile, which the conditional move respects."""
         now = now_iso()
 
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: Connection) -> None:
             moved = store.move(
                 conn,
                 row["id"],

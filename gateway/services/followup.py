@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from collections.abc import Callable
 from typing import Any
 
 from gateway.config import Settings
-from gateway.db import Database
 from gateway.ids import later_iso, now_iso
 from gateway.providers.base import Lookup, ProviderError, ProviderMessage
 from gateway.providers.registry import Providers
@@ -26,6 +24,7 @@ from gateway.services import pricing
 from gateway.services.dispatch_options import DispatchSettings
 from gateway.services.message_status import apply_report
 from gateway.store import messages as store
+from gateway.store.engine import Connection, Engine, Row
 
 log = logging.getLogger("gateway.followups")
 
@@ -35,7 +34,7 @@ _MAX_POLL_INTERVAL = 6 * 3600.0
 class Followups:
     def __init__(
         self,
-        db: Database,
+        db: Engine,
         settings: Settings,
         providers: Providers,
         options: DispatchSettings,
@@ -45,7 +44,7 @@ class Followups:
         self.providers = providers
         self.options = options
 
-    def can_poll(self, row: sqlite3.Row) -> bool:
+    def can_poll(self, row: Row) -> bool:
         return self.providers.declares(row["provider"], "lookup")
 
     async def run(self, stopping: Callable[[], bool]) -> None:
@@ -58,7 +57,7 @@ class Followups:
             if not done:
                 await asyncio.sleep(max(self.options.poll_interval, 0.2))
 
-    def _lookup(self, row: sqlite3.Row) -> Lookup | None:
+    def _lookup(self, row: Row) -> Lookup | None:
         if not row["provider_message_id"]:
             return None
         return self.providers.lookup(row["provider"])
@@ -70,7 +69,7 @@ class Followups:
         await asyncio.gather(*(self._poll(row) for row in rows))
         return len(rows)
 
-    async def _poll(self, row: sqlite3.Row) -> None:
+    async def _poll(self, row: Row) -> None:
         lookup = self._lookup(row)
         if lookup is None:
             return
@@ -86,7 +85,7 @@ class Followups:
             await self._poll_again(row["id"], checks)
             return
 
-        def write(conn: sqlite3.Connection) -> bool:
+        def write(conn: Connection) -> bool:
             fresh = store.find_by_id(conn, row["id"])
             if fresh is None:
                 return True
@@ -112,7 +111,7 @@ class Followups:
         await asyncio.gather(*(self._price(row) for row in rows))
         return len(rows)
 
-    async def _price(self, row: sqlite3.Row) -> None:
+    async def _price(self, row: Row) -> None:
         lookup = self._lookup(row)
         if lookup is None:
             return

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
 
 from gateway import migrations
 from gateway.config import Settings
-from gateway.db import Database
+from gateway.store.engine import DatabaseError, Engine
 
 
 @dataclass(frozen=True)
@@ -24,11 +23,11 @@ class Readiness:
         return self.reachable and not self.pending_migrations
 
 
-async def readiness(db: Database, settings: Settings) -> Readiness:
+async def readiness(db: Engine, settings: Settings) -> Readiness:
     # read at each probe: the migrations folder is the one the settings name now
     directory, table = settings.migrations_dir, settings.migrations_table
     try:
         pending = await db.read_fn(lambda conn: migrations.pending(conn, directory, table))
-    except sqlite3.Error as exc:
+    except DatabaseError as exc:
         return Readiness(f"unreachable: {exc}")
     return Readiness("ok", pending)

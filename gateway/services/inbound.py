@@ -4,16 +4,16 @@ messages, applied idempotently."""
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable
 
-from gateway.db import Database, ScopedConnection
 from gateway.domain.messages import InboundMessage, StatusReport
 from gateway.ids import new_id, now_iso
 from gateway.metrics import Metrics
 from gateway.services.message_status import Applied, apply_report
 from gateway.store import messages as store
 from gateway.store import tenants as tenant_store
+from gateway.store.engine import Connection, Engine
+from gateway.store.tenant_scope import ScopedConnection
 from gateway.validation import normalize_e164
 
 log = logging.getLogger("gateway.webhooks")
@@ -29,7 +29,7 @@ def _never(provider: str | None) -> bool:
 class InboundService:
     def __init__(
         self,
-        db: Database,
+        db: Engine,
         metrics: Metrics,
         price_delay: float,
         poll_delay: float | None = None,
@@ -53,7 +53,7 @@ class InboundService:
         """Find the message (by our id, else by the provider's id) and apply the report."""
         provider = provider or report.provider
 
-        def write(conn: sqlite3.Connection) -> Applied | None:
+        def write(conn: Connection) -> Applied | None:
             message_id = report.message_id
             row = store.find_by_id(conn, message_id) if message_id else None
             # our message id in the callback URL (signed with the URL) names the message
@@ -154,7 +154,7 @@ class InboundService:
             "delivered_at": now,
         }
 
-        def write(conn: sqlite3.Connection) -> bool:
+        def write(conn: Connection) -> bool:
             if store.find_by_provider_id(conn, message.provider, message.provider_message_id):
                 return False
             store.insert_message(ScopedConnection(conn, tenant_id), row)
@@ -166,7 +166,7 @@ class InboundService:
         return await self.db.write_fn(write)
 
     async def opt_out(self, tenants: list[str], channel: str, address: str, word: str) -> None:
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: Connection) -> None:
             for tenant_id in tenants:
                 if word in STOP_WORDS:
                     store.add_suppression(

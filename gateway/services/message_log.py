@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from gateway.db import TenantDB
 from gateway.errors import NotFound
 from gateway.ids import iso
 from gateway.store import messages as store
+from gateway.store.tenant_scope import TenantDB
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ in message_events whether it changed anything or not."""
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +11,7 @@ from gateway.domain.messages import StatusReport
 from gateway.ids import later_iso, now_iso
 from gateway.services import pricing
 from gateway.store import messages as store
+from gateway.store.engine import Connection, Row
 
 
 @dataclass(frozen=True)
@@ -24,8 +24,8 @@ class Applied:
 
 
 def apply_report(
-    conn: sqlite3.Connection,
-    row: sqlite3.Row,
+    conn: Connection,
+    row: Row,
     report: StatusReport,
     price_delay: float,
     *,
@@ -79,7 +79,7 @@ def apply_report(
 
 
 def _reported_cost(
-    row: sqlite3.Row, report: StatusReport, usd_eur_rate: float | None
+    row: Row, report: StatusReport, usd_eur_rate: float | None
 ) -> dict[str, Any] | None:
     if not report.price or usd_eur_rate is None or row["provider_cost"] is not None:
         return None
@@ -94,9 +94,7 @@ def _reported_cost(
     )
 
 
-def _take_provider_id(
-    conn: sqlite3.Connection, row: sqlite3.Row, report: StatusReport, proof: bool
-) -> None:
+def _take_provider_id(conn: Connection, row: Row, report: StatusReport, proof: bool) -> None:
     sid = report.provider_message_id
     assert sid is not None
     if row["provider_message_id"] == sid:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,7 +12,6 @@ from typing import Any
 
 from gateway.channel_models import SmsConfig, WhatsAppConfig
 from gateway.config import Settings
-from gateway.db import ScopedConnection
 from gateway.errors import Conflict, ValidationFailed
 from gateway.ids import iso, new_id, now_iso
 from gateway.metrics import Metrics
@@ -24,6 +22,8 @@ from gateway.services.failover import SmsRouting
 from gateway.services.principal import TenantPrincipal
 from gateway.services.templates import render
 from gateway.store import messages as store
+from gateway.store.engine import Row, UniqueViolation
+from gateway.store.tenant_scope import ScopedConnection
 
 
 @dataclass
@@ -92,7 +92,7 @@ class MessagingService:
         if hold:
             row["next_attempt_at"] = None
 
-        def write(conn: ScopedConnection) -> sqlite3.Row:
+        def write(conn: ScopedConnection) -> Row:
             store.insert_message(conn, row)
             store.insert_event(conn, row["id"], row["tenant_id"], "api", "queued", True, {})
             # the row as committed, read back in the same transaction: no extra round trip
@@ -100,7 +100,7 @@ class MessagingService:
 
         try:
             saved = await tdb.write_fn(write)
-        except sqlite3.IntegrityError:
+        except UniqueViolation:
             # the same key raced in from another request: answer like a replay
             existing = await store.get_by_idempotency_key(tdb, idempotency_key or "")
             if existing is None:
@@ -111,7 +111,7 @@ class MessagingService:
             self.wake()
         return store.public_message(saved), True
 
-    def _replay(self, existing: sqlite3.Row, request_hash: str) -> dict[str, Any]:
+    def _replay(self, existing: Row, request_hash: str) -> dict[str, Any]:
         if existing["request_hash"] != request_hash:
             raise Conflict(
                 "This Idempotency-Key was already used with a different request",

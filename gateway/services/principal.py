@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.db import TenantDB
+from gateway.store.tenant_scope import TenantDB
 from gateway.store.tenants import Tenant
 
 

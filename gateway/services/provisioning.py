@@ -17,7 +17,6 @@ from typing import Any
 from pydantic import BaseModel
 
 from gateway.config import Settings
-from gateway.db import TenantDB
 from gateway.domain.calls import SipNumber
 from gateway.domain.errors import ProviderError
 from gateway.errors import Conflict, ProviderUnavailable
@@ -26,6 +25,7 @@ from gateway.services.channel_config import ChannelConfigService
 from gateway.services.vapi_tools import TOOL_MODELS
 from gateway.services.voice import VoiceService
 from gateway.settings_model import reveal
+from gateway.store.tenant_scope import TenantDB
 from gateway.store.tenants import Tenant
 
 DEFAULT_PROMPT = (

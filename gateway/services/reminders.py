@@ -11,12 +11,10 @@ tick, which gets the same message back.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway.db import Database, TenantDB
 from gateway.errors import ApiError
 from gateway.ids import iso, now_iso, parse_iso
 from gateway.services.channel_config import ChannelConfigService
@@ -25,6 +23,8 @@ from gateway.services.principal import TenantPrincipal
 from gateway.services.templates import render
 from gateway.store import reminders as store
 from gateway.store import tenants as tenant_store
+from gateway.store.engine import Connection, Engine, Row
+from gateway.store.tenant_scope import TenantDB
 
 log = logging.getLogger("gateway.reminders")
 
@@ -45,7 +45,7 @@ REMINDERS = (
 
 class Reminders:
     def __init__(
-        self, db: Database, channels: ChannelConfigService, messaging: MessagingService
+        self, db: Engine, channels: ChannelConfigService, messaging: MessagingService
     ) -> None:
         self.db = db
         self.channels = channels
@@ -155,9 +155,7 @@ class Reminders:
         for kind, before, until in REMINDERS:
             window = (iso(now + until), iso(now + before), int(before.total_seconds()))
 
-            def due(
-                conn: sqlite3.Connection, k: str = kind, w: tuple[str, str, int] = window
-            ) -> list[sqlite3.Row]:
+            def due(conn: Connection, k: str = kind, w: tuple[str, str, int] = window) -> list[Row]:
                 return store.due_reminders(conn, k, *w, 200)
 
             for row in await self.db.read_fn(due):
@@ -169,7 +167,7 @@ class Reminders:
                     continue
 
                 def mark(
-                    conn: sqlite3.Connection,
+                    conn: Connection,
                     rid: str = row["id"],
                     k: str = kind,
                     mid: str = message_id,

@@ -5,16 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import sqlite3
 from typing import Any
 
 from gateway.crypto import Keyring, aad_for
-from gateway.db import Database, TenantDB
 from gateway.errors import Conflict, NotFound
 from gateway.regions import tenant_region
 from gateway.services.channel_config import ChannelConfigService
 from gateway.store import channels as channel_store
 from gateway.store import tenants as store
+from gateway.store.engine import Connection, Engine, UniqueViolation
+from gateway.store.tenant_scope import TenantDB
 from gateway.store.tenants import Tenant
 from gateway.validation import validation_context
 
@@ -36,7 +36,7 @@ def _key_response(row: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 async def create_tenant(
-    db: Database,
+    db: Engine,
     name: str,
     slug: str,
     timezone: str,
@@ -45,14 +45,14 @@ async def create_tenant(
 ) -> tuple[Tenant, dict[str, Any]]:
     key, prefix = generate_key()
 
-    def write(conn: sqlite3.Connection) -> tuple[Tenant, dict[str, Any]]:
+    def write(conn: Connection) -> tuple[Tenant, dict[str, Any]]:
         tenant = store.insert_tenant(conn, name, slug, timezone, country)
         row = store.insert_api_key(conn, tenant.id, prefix, hash_key(key), label)
         return tenant, row
 
     try:
         tenant, row = await db.write_fn(write)
-    except sqlite3.IntegrityError:
+    except UniqueViolation:
         raise Conflict(
             f"A tenant with slug {slug!r} already exists",
             code="slug_taken",
@@ -61,7 +61,7 @@ async def create_tenant(
     return tenant, _key_response(row, key)
 
 
-async def require_tenant(db: Database, tenant_ref: str) -> Tenant:
+async def require_tenant(db: Engine, tenant_ref: str) -> Tenant:
     tenant = await store.get_tenant(db, tenant_ref)
     if tenant is None:
         raise NotFound(f"No tenant {tenant_ref!r}", code="tenant_not_found")
@@ -69,7 +69,7 @@ async def require_tenant(db: Database, tenant_ref: str) -> Tenant:
 
 
 async def list_tenants(
-    db: Database, limit: int, after: str | None
+    db: Engine, limit: int, after: str | None
 ) -> tuple[list[Tenant], str | None]:
     """Up to `limit` tenants after the id `after`, and the cursor of the next page (the last
     id shown) when more follow."""
@@ -78,19 +78,19 @@ async def list_tenants(
     return shown, shown[-1].id if len(tenants) > limit else None
 
 
-async def list_api_keys(db: Database, tenant_id: str) -> list[dict[str, Any]]:
+async def list_api_keys(db: Engine, tenant_id: str) -> list[dict[str, Any]]:
     return await store.list_api_keys(db, tenant_id)
 
 
 async def tenant_channels(
-    db: Database, channels: ChannelConfigService, tenant_id: str
+    db: Engine, channels: ChannelConfigService, tenant_id: str
 ) -> list[dict[str, Any]]:
     """The tenant's channels as the operator sees them."""
     return await channels.list(TenantDB(db, tenant_id))
 
 
 async def update_operator_fields(
-    db: Database, channels: ChannelConfigService, tenant: Tenant, channel: str, patch: Any
+    db: Engine, channels: ChannelConfigService, tenant: Tenant, channel: str, patch: Any
 ) -> dict[str, Any]:
     """Merge-patch the operator-only fields of one of the tenant's channels."""
     # the tenant is known: its dedicated numbers may be written in its national format
@@ -98,7 +98,7 @@ async def update_operator_fields(
         return await channels.operator_update(TenantDB(db, tenant.id), channel, patch)
 
 
-async def create_api_key(db: Database, tenant_id: str, label: str | None) -> dict[str, Any]:
+async def create_api_key(db: Engine, tenant_id: str, label: str | None) -> dict[str, Any]:
     key, prefix = generate_key()
     row = await db.write_fn(
         lambda conn: store.insert_api_key(conn, tenant_id, prefix, hash_key(key), label)
@@ -106,13 +106,13 @@ async def create_api_key(db: Database, tenant_id: str, label: str | None) -> dic
     return _key_response(row, key)
 
 
-async def revoke_api_key(db: Database, tenant_id: str, key_id: str) -> None:
+async def revoke_api_key(db: Engine, tenant_id: str, key_id: str) -> None:
     if not await store.key_exists(db, tenant_id, key_id):
         raise NotFound(f"No API key {key_id!r} for this tenant", code="api_key_not_found")
     await store.revoke_key(db, tenant_id, key_id)
 
 
-async def check_keyring(db: Database, keyring: Keyring) -> None:
+async def check_keyring(db: Engine, keyring: Keyring) -> None:
     """Fail fast when stored data references a key id the keyring does not hold."""
     from gateway.errors import ConfigError
 
@@ -125,7 +125,7 @@ async def check_keyring(db: Database, keyring: Keyring) -> None:
         )
 
 
-async def rotate_keys(db: Database, keyring: Keyring) -> int:
+async def rotate_keys(db: Engine, keyring: Keyring) -> int:
     """Re-encrypt every channel's secrets under the primary key; returns rows rewritten."""
     rows = await channel_store.encrypted_rows(db)
     updates = []
@@ -148,7 +148,7 @@ async def rotate_keys(db: Database, keyring: Keyring) -> int:
             )
         )
 
-    def write(conn: sqlite3.Connection) -> int:
+    def write(conn: Connection) -> int:
         changed = 0
         for update in updates:
             changed += conn.execute(

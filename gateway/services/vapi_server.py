@@ -26,7 +26,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
-from gateway.db import Database, TenantDB
 from gateway.errors import Forbidden
 from gateway.ids import iso
 from gateway.providers.base import WebhookRejected
@@ -45,6 +44,8 @@ from gateway.services.voice import (
 from gateway.store import calls as call_store
 from gateway.store import channels as channel_store
 from gateway.store import tenants as tenant_store
+from gateway.store.engine import Engine
+from gateway.store.tenant_scope import TenantDB
 from gateway.validation import (
     RequestModel,
     field_errors,
@@ -81,7 +82,7 @@ class ToolContext:
     booking service."""
 
     def __init__(
-        self, db: Database, booking: BookingService, principal: TenantPrincipal, call: Call
+        self, db: Engine, booking: BookingService, principal: TenantPrincipal, call: Call
     ) -> None:
         self.db = db
         self.booking = booking
@@ -141,7 +142,7 @@ def _metadata_tenant(message: Message) -> str | None:
 class VapiServer:
     def __init__(
         self,
-        db: Database,
+        db: Engine,
         voice: VoiceService,
         channels: ChannelConfigService,
         booking: BookingService,

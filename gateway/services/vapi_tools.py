@@ -8,7 +8,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field
 
-from gateway.db import ScopedConnection
 from gateway.errors import ApiError, NotFound
 from gateway.services.qualification import Line, ProspectIn, score
 from gateway.services.vapi_server import (
@@ -19,6 +18,7 @@ from gateway.services.vapi_server import (
     parse_arguments,
 )
 from gateway.store import crm
+from gateway.store.tenant_scope import ScopedConnection
 from gateway.validation import E164, BodyText, Day, EmailAddress, HeaderText, Instant
 
 

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gateway.channel_models import PhoneConfig
 from gateway.config import Settings
-from gateway.db import Database, ScopedConnection, TenantDB
 from gateway.domain.calls import (
     BridgedCall,
     CallAnswer,
@@ -44,6 +42,8 @@ from gateway.services.channel_config import ChannelConfigService, ChannelState
 from gateway.services.numbers import operator_numbers
 from gateway.store import calls as call_store
 from gateway.store import tenants as tenant_store
+from gateway.store.engine import Connection, Engine, UniqueViolation
+from gateway.store.tenant_scope import ScopedConnection, TenantDB
 from gateway.validation import normalize_e164, region_of
 
 log = logging.getLogger("gateway.voice")
@@ -137,7 +137,7 @@ def _sip_tenant(call: InboundCall) -> str | None:
 class VoiceService:
     def __init__(
         self,
-        db: Database,
+        db: Engine,
         settings: Settings,
         channels: ChannelConfigService,
         providers: Providers,
@@ -469,7 +469,7 @@ class VoiceService:
             if progress.dial_status:
                 filled["ended_reason"] = f"fallback-dial-{progress.dial_status}"
 
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: Connection) -> None:
             if call_store.update_call_by_sid(conn, progress.call_sid, fields):
                 call_store.fill_call_by_sid(conn, progress.call_sid, filled)
 
@@ -545,7 +545,7 @@ class VoiceService:
 
         try:
             await TenantDB(self.db, tenant_id).write_fn(write)
-        except sqlite3.IntegrityError:  # linked meanwhile by a retry of the same request
+        except UniqueViolation:  # linked meanwhile by a retry of the same request
             log.info("Vapi call already linked", extra=_call_sid(call_sid))
 
     async def update_vapi_call(
@@ -554,7 +554,7 @@ class VoiceService:
         """Apply a Vapi report to the call the bridge recorded, or record the call when Vapi
         reports one the bridge never saw (a number imported into Vapi, say)."""
 
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: Connection) -> None:
             if not call_store.update_call_by_vapi_id(conn, vapi_call_id, fields):
                 call_store.insert_call(conn, {"tenant_id": tenant_id, "vapi_call_id": vapi_call_id})
                 call_store.update_call_by_vapi_id(conn, vapi_call_id, fields)

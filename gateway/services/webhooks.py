@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 
 from gateway.channel_models import WhatsAppConfig
-from gateway.db import Database, TenantDB
 from gateway.errors import ApiError, BadRequest, Forbidden, NotFound
 from gateway.providers.base import WebhookRejected, WebhookReply, WebhookRequest
 from gateway.providers.registry import Providers
@@ -19,6 +18,8 @@ from gateway.services.channel_config import ChannelConfigService
 from gateway.services.inbound import InboundService
 from gateway.services.voice import VoiceService
 from gateway.store import tenants as tenant_store
+from gateway.store.engine import Engine
+from gateway.store.tenant_scope import TenantDB
 
 log = logging.getLogger("gateway.webhooks")
 
@@ -29,7 +30,7 @@ _NO_TENANT = WhatsAppConfig()
 class WebhookService:
     def __init__(
         self,
-        db: Database,
+        db: Engine,
         providers: Providers,
         channels: ChannelConfigService,
         inbound: InboundService,

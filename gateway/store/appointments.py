@@ -7,13 +7,13 @@ runs check and insert inside one `write_fn`, which the single writer serialises.
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import tzinfo
 from typing import Any
 
-from gateway.db import ScopedConnection, TenantDB
 from gateway.domain.appointments import MAX_DURATION
 from gateway.ids import iso, parse_iso
+from gateway.store.engine import Row
+from gateway.store.tenant_scope import ScopedConnection, TenantDB
 
 _INSERT_COLUMNS = (
     "id",
@@ -66,7 +66,7 @@ _PUBLIC = (
 )
 
 
-def public_appointment(row: sqlite3.Row | dict[str, Any], tz: tzinfo) -> dict[str, Any]:
+def public_appointment(row: Row | dict[str, Any], tz: tzinfo) -> dict[str, Any]:
     """The appointment as the API shows it: start and end with the tenant's offset."""
     data = dict(row)
     out = {name: data.get(name) for name in _PUBLIC}
@@ -87,17 +87,20 @@ def insert(conn: ScopedConnection, row: dict[str, Any]) -> None:
     conn.execute(f"INSERT INTO rendez_vous ({columns}) VALUES ({placeholders})", values)
 
 
-def get_locked(conn: ScopedConnection, appointment_id: str) -> sqlite3.Row | None:
-    row: sqlite3.Row | None = conn.execute(
+def get_locked(conn: ScopedConnection, appointment_id: str) -> Row | None:
+    row: Row | None = conn.execute(
         "SELECT * FROM rendez_vous WHERE tenant_id = :tenant_id AND id = :id",
         {"id": appointment_id},
     ).fetchone()
     return row
 
 
-def same_booking(conn: ScopedConnection, phone: str, starts_at: str) -> sqlite3.Row | None:
+def same_booking(conn: ScopedConnection, phone: str, starts_at: str) -> Row | None:
     """The booked appointment of this phone at this start, if any (the idempotency key)."""
-    row: sqlite3.Row | None = conn.execute(
+    # Always found here, before the caller's insert, only while one write runs at a time
+    # (SQLite): with several writers the same booking may commit in between, and the insert
+    # then fails on ux_rendez_vous_same_booking (a UniqueViolation).
+    row: Row | None = conn.execute(
         "SELECT * FROM rendez_vous WHERE tenant_id = :tenant_id AND status = 'booked' "
         "AND customer_phone = :phone AND starts_at = :starts_at",
         {"phone": phone, "starts_at": starts_at},
@@ -116,11 +119,18 @@ def count_overlapping(
     conn: ScopedConnection, start: str, until: str, exclude_id: str | None = None
 ) -> int:
     """Booked appointments overlapping [start, until)."""
+    # The caller books when this is below capacity. Still true when its insert commits only
+    # because SQLite runs one write transaction at a time: no booking commits in between.
+    # Several writers need count and insert serialised (per tenant, say, by a lock taken
+    # before counting), else two requests for the last place both see it free.
+    params = {"start": start, "until": until, "not_before": _not_before(start)}
+    if exclude_id is not None:
+        params["exclude"] = exclude_id
     row = conn.execute(
         "SELECT COUNT(*) FROM rendez_vous WHERE tenant_id = :tenant_id AND status = 'booked' "
-        "AND starts_at > :not_before AND starts_at < :until AND ends_at > :start "
-        "AND id IS NOT :exclude",
-        {"start": start, "until": until, "exclude": exclude_id, "not_before": _not_before(start)},
+        "AND starts_at > :not_before AND starts_at < :until AND ends_at > :start"
+        + ("" if exclude_id is None else " AND id != :exclude"),
+        params,
     ).fetchone()
     return int(row[0])
 
@@ -139,7 +149,7 @@ def update(conn: ScopedConnection, appointment_id: str, fields: dict[str, Any]) 
 # -- reads ----------------------------------------------------------------------------------
 
 
-async def get(tdb: TenantDB, appointment_id: str) -> sqlite3.Row | None:
+async def get(tdb: TenantDB, appointment_id: str) -> Row | None:
     return await tdb.fetchone(
         "SELECT * FROM rendez_vous WHERE tenant_id = :tenant_id AND id = :id",
         {"id": appointment_id},
@@ -159,7 +169,7 @@ async def booked_between(tdb: TenantDB, start: str, until: str) -> list[tuple[st
 
 async def find_booked(
     tdb: TenantDB, phone: str, starts_at: str | None, not_before: str
-) -> sqlite3.Row | None:
+) -> Row | None:
     """The booked appointment of this phone at `starts_at`, or, without a start, its next one
     that has not started before `not_before`."""
     if starts_at is not None:
@@ -177,7 +187,7 @@ async def find_booked(
 
 async def list_appointments(
     tdb: TenantDB, filters: dict[str, Any], limit: int, after: tuple[str, str] | None
-) -> list[sqlite3.Row]:
+) -> list[Row]:
     """Chronological by start (then id); `after` is the (starts_at, id) of the last row seen."""
     clauses = ["tenant_id = :tenant_id"]
     params: dict[str, Any] = {"limit": limit}

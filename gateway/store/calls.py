@@ -8,14 +8,15 @@ the writes here run on the raw connection in operator scope; a `ScopedConnection
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.db import Database, ScopedConnection, TenantDB
 from gateway.ids import new_id, now_iso
 from gateway.message_states import CALL_RANK, call_sources
+from gateway.store.dialect import json_text
+from gateway.store.engine import Connection, Engine, Row
 from gateway.store.paging import newest_first
+from gateway.store.tenant_scope import ScopedConnection, TenantDB
 
 # What the voice path and Vapi's server messages may change after the insert. Checked so a
 # field name can never carry SQL into the statement.
@@ -78,7 +79,7 @@ class LoggedCall:
     answer_twiml: str | None = None
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> LoggedCall:
+    def from_row(cls, row: Row) -> LoggedCall:
         return cls(
             row["id"],
             False,
@@ -89,7 +90,7 @@ class LoggedCall:
         )
 
 
-def insert_call(conn: sqlite3.Connection, fields: dict[str, Any]) -> LoggedCall:
+def insert_call(conn: Connection, fields: dict[str, Any]) -> LoggedCall:
     """Log an inbound call once per CallSid: a retry of the same CallSid finds the first row."""
     values = {name: fields.get(name) for name in _INSERT_FIELDS}
     values["metadata"] = json.dumps(fields.get("metadata") or {})
@@ -115,20 +116,18 @@ def insert_call(conn: sqlite3.Connection, fields: dict[str, Any]) -> LoggedCall:
     return LoggedCall.from_row(row)
 
 
-def update_call(
-    conn: sqlite3.Connection | ScopedConnection, call_id: str, fields: dict[str, Any]
-) -> int:
+def update_call(conn: Connection | ScopedConnection, call_id: str, fields: dict[str, Any]) -> int:
     return _update(conn, "id", call_id, fields)
 
 
 def update_call_by_vapi_id(
-    conn: sqlite3.Connection | ScopedConnection, vapi_call_id: str, fields: dict[str, Any]
+    conn: Connection | ScopedConnection, vapi_call_id: str, fields: dict[str, Any]
 ) -> int:
     return _update(conn, "vapi_call_id", vapi_call_id, fields)
 
 
 def _update(
-    conn: sqlite3.Connection | ScopedConnection, column: str, key: str, fields: dict[str, Any]
+    conn: Connection | ScopedConnection, column: str, key: str, fields: dict[str, Any]
 ) -> int:
     """Update the call's fields; its status only as a conditional transition (the rule of
     gateway/message_states.py: an ended call stays ended whatever arrives late)."""
@@ -165,11 +164,11 @@ def _update(
     return int(found)
 
 
-def update_call_by_sid(conn: sqlite3.Connection, call_sid: str, fields: dict[str, Any]) -> int:
+def update_call_by_sid(conn: Connection, call_sid: str, fields: dict[str, Any]) -> int:
     return _update(conn, "call_sid", call_sid, fields)
 
 
-def fill_call_by_sid(conn: sqlite3.Connection, call_sid: str, fields: dict[str, Any]) -> None:
+def fill_call_by_sid(conn: Connection, call_sid: str, fields: dict[str, Any]) -> None:
     """Set the fields that are still empty (a later report does not overwrite an earlier)."""
     unknown = set(fields) - UPDATABLE
     if unknown:
@@ -181,25 +180,30 @@ def fill_call_by_sid(conn: sqlite3.Connection, call_sid: str, fields: dict[str, 
         )
 
 
-async def get_call_by_vapi_id(db: Database, vapi_call_id: str) -> sqlite3.Row | None:
-    return await db.fetchone("SELECT * FROM call_logs WHERE vapi_call_id = ?", (vapi_call_id,))
+async def get_call_by_vapi_id(db: Engine, vapi_call_id: str) -> Row | None:
+    row: Row | None = await db.fetchone(
+        "SELECT * FROM call_logs WHERE vapi_call_id = ?", (vapi_call_id,)
+    )
+    return row
 
 
-async def get_call_by_sid(db: Database, call_sid: str) -> sqlite3.Row | None:
-    return await db.fetchone("SELECT * FROM call_logs WHERE call_sid = ?", (call_sid,))
+async def get_call_by_sid(db: Engine, call_sid: str) -> Row | None:
+    row: Row | None = await db.fetchone("SELECT * FROM call_logs WHERE call_sid = ?", (call_sid,))
+    return row
 
 
-async def get_call(tdb: TenantDB, call_id: str) -> sqlite3.Row | None:
+async def get_call(tdb: TenantDB, call_id: str) -> Row | None:
     return await tdb.fetchone(
         "SELECT * FROM call_logs WHERE tenant_id = :tenant_id AND id = :id", {"id": call_id}
     )
 
 
-async def tenants_for_assistant(db: Database, assistant_id: str) -> list[str]:
+async def tenants_for_assistant(db: Engine, assistant_id: str) -> list[str]:
     """The tenants whose phone channel uses this Vapi assistant (an operator may share one)."""
+    assistant = json_text(db.dialect, "settings", "vapi_assistant_id")
     rows = await db.fetchall(
         "SELECT tenant_id FROM channel_configurations WHERE channel_type = 'phone' "
-        "AND json_extract(settings, '$.vapi_assistant_id') = ? ORDER BY tenant_id",
+        f"AND {assistant} = ? ORDER BY tenant_id",
         (assistant_id,),
     )
     return [r["tenant_id"] for r in rows]
@@ -217,7 +221,7 @@ _FILTERS = (
 
 async def list_calls(
     tdb: TenantDB, filters: dict[str, Any], limit: int, cursor: str | None
-) -> list[sqlite3.Row]:
+) -> list[Row]:
     """One page of the tenant's calls, newest first."""
     equal = {column: filters.get(key) for column, key in _FILTERS}
     return await newest_first(
@@ -231,7 +235,7 @@ async def list_calls(
     )
 
 
-def public_call(row: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
+def public_call(row: Row | dict[str, Any]) -> dict[str, Any]:
     data = dict(row)
     data["metadata"] = json.loads(data.get("metadata") or "{}")
     data["from"] = data.pop("from_number")

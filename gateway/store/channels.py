@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.db import Database, ScopedConnection, TenantDB
 from gateway.ids import now_iso
+from gateway.store.dialect import json_text
+from gateway.store.engine import Connection, Engine, Row, UniqueViolation
+from gateway.store.tenant_scope import ScopedConnection, TenantDB
 
 
 class NumberTaken(Exception):
@@ -35,7 +36,7 @@ class ChannelRow:
     secrets_version: int = 0
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> ChannelRow:
+    def from_row(cls, row: Row) -> ChannelRow:
         return cls(
             tenant_id=row["tenant_id"],
             channel_type=row["channel_type"],
@@ -122,19 +123,18 @@ def set_enabled(conn: ScopedConnection, channel: str, enabled: bool) -> None:
 
 def set_last_error(conn: ScopedConnection, channel: str, error: str | None) -> None:
     conn.execute(
-        "UPDATE channel_configurations SET last_error = :error, "
-        "last_error_at = CASE WHEN :error IS NULL THEN NULL ELSE :now END "
+        "UPDATE channel_configurations SET last_error = :error, last_error_at = :at "
         "WHERE tenant_id = :tenant_id AND channel_type = :channel",
-        {"error": error, "now": now_iso(), "channel": channel},
+        {"error": error, "at": None if error is None else now_iso(), "channel": channel},
     )
 
 
-def sms_senders(conn: sqlite3.Connection) -> dict[str, str]:
+def sms_senders(conn: Connection) -> dict[str, str]:
     """The SMS sender the operator set for each tenant that has one: tenant id -> sender."""
+    sender = json_text(conn.dialect, "settings", "sender")
     rows = conn.execute(
-        "SELECT tenant_id, json_extract(settings, '$.sender') AS sender "
-        "FROM channel_configurations WHERE channel_type = 'sms' "
-        "AND json_extract(settings, '$.sender') IS NOT NULL"
+        f"SELECT tenant_id, {sender} AS sender "
+        f"FROM channel_configurations WHERE channel_type = 'sms' AND {sender} IS NOT NULL"
     ).fetchall()
     return {r["tenant_id"]: r["sender"] for r in rows}
 
@@ -165,7 +165,7 @@ def replace_numbers(
                 "VALUES (:e164, :tenant_id, :kind, :now)",
                 {"e164": number, "kind": kind, "now": now},
             )
-        except sqlite3.IntegrityError:
+        except UniqueViolation:
             raise NumberTaken(number) from None
 
 
@@ -179,25 +179,27 @@ def check_sender(conn: ScopedConnection, sender: str) -> None:
         raise NumberTaken(sender, "another_tenant")
 
 
-async def key_ids_in_use(db: Database) -> set[str]:
+async def key_ids_in_use(db: Engine) -> set[str]:
     rows = await db.fetchall(
         "SELECT DISTINCT key_id FROM channel_configurations WHERE key_id IS NOT NULL"
     )
     return {r["key_id"] for r in rows}
 
 
-async def encrypted_rows(db: Database) -> list[sqlite3.Row]:
+async def encrypted_rows(db: Engine) -> list[Row]:
     return await db.fetchall(
         "SELECT tenant_id, channel_type, config_encrypted, key_id, secrets_version "
         "FROM channel_configurations WHERE config_encrypted IS NOT NULL"
     )
 
 
-async def tenants_with_vapi_number(db: Database, phone_number_id: str) -> list[sqlite3.Row]:
+async def tenants_with_vapi_number(db: Engine, phone_number_id: str) -> list[Row]:
     """Tenants whose phone channel uses this Vapi phone number id, with their assistant."""
-    return await db.fetchall(
-        "SELECT tenant_id, enabled, json_extract(settings, '$.vapi_assistant_id') AS assistant_id "
-        "FROM channel_configurations WHERE channel_type = 'phone' "
-        "AND json_extract(settings, '$.vapi_phone_number_id') = ?",
+    assistant = json_text(db.dialect, "settings", "vapi_assistant_id")
+    number = json_text(db.dialect, "settings", "vapi_phone_number_id")
+    rows: list[Row] = await db.fetchall(
+        f"SELECT tenant_id, enabled, {assistant} AS assistant_id "
+        f"FROM channel_configurations WHERE channel_type = 'phone' AND {number} = ?",
         (phone_number_id,),
     )
+    return rows

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
-from gateway.db import ScopedConnection, TenantDB
 from gateway.ids import new_id, now_iso
+from gateway.store.engine import Row
 from gateway.store.paging import newest_first
+from gateway.store.tenant_scope import ScopedConnection, TenantDB
 
 _PROSPECT_COLUMNS = (
     "id",
@@ -79,18 +79,18 @@ async def _page(
     filters: dict[str, Any],
     limit: int,
     cursor: str | None,
-) -> list[sqlite3.Row]:
+) -> list[Row]:
     select = ", ".join(c for c in columns if c != "tenant_id")
     return await newest_first(tdb, table, filters, limit, cursor, columns=select)
 
 
 async def list_prospects(
     tdb: TenantDB, filters: dict[str, Any], limit: int, cursor: str | None
-) -> list[sqlite3.Row]:
+) -> list[Row]:
     return await _page(tdb, "qualified_prospects", _PROSPECT_COLUMNS, filters, limit, cursor)
 
 
 async def list_tickets(
     tdb: TenantDB, filters: dict[str, Any], limit: int, cursor: str | None
-) -> list[sqlite3.Row]:
+) -> list[Row]:
     return await _page(tdb, "tickets", _TICKET_COLUMNS, filters, limit, cursor)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import functools
 import json
-import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.db import Database, ScopedConnection, TenantDB
 from gateway.ids import new_id, now_iso
 from gateway.message_states import FINAL, MESSAGE_RANK, UNFINISHED, sources
+from gateway.store.dialect import same
+from gateway.store.engine import Connection, Dialect, Engine, Row
 from gateway.store.paging import newest_first
+from gateway.store.tenant_scope import ScopedConnection, TenantDB
 
 __all__ = ["FINAL", "STATUS_RANK", "UNFINISHED"]
 
@@ -69,8 +70,8 @@ def insert_message(conn: ScopedConnection, row: dict[str, Any]) -> None:
     conn.execute(f"INSERT INTO channel_messages_log ({columns}) VALUES ({placeholders})", values)
 
 
-def inserted_message(conn: ScopedConnection, message_id: str) -> sqlite3.Row:
-    row: sqlite3.Row = conn.execute(
+def inserted_message(conn: ScopedConnection, message_id: str) -> Row:
+    row: Row = conn.execute(
         "SELECT * FROM channel_messages_log WHERE tenant_id = :tenant_id AND id = :id",
         {"id": message_id},
     ).fetchone()
@@ -78,7 +79,7 @@ def inserted_message(conn: ScopedConnection, message_id: str) -> sqlite3.Row:
 
 
 def insert_event(
-    conn: sqlite3.Connection | ScopedConnection,
+    conn: Connection | ScopedConnection,
     message_id: str,
     tenant_id: str,
     source: str,
@@ -104,9 +105,9 @@ def insert_event(
     )
 
 
-def public_message(row: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
+def public_message(row: Row | dict[str, Any]) -> dict[str, Any]:
     # dict(row) looks every column up by name (a scan of ~50 names each): zip is linear
-    data = dict(zip(row.keys(), row, strict=True)) if isinstance(row, sqlite3.Row) else dict(row)
+    data = dict(row) if isinstance(row, dict) else dict(zip(row.keys(), row, strict=True))
     reconcile = bool(data.get("needs_reconciliation"))
     data["metadata"] = json.loads(data.get("metadata") or "{}")
     if data.get("template"):
@@ -126,14 +127,14 @@ def public_message(row: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-async def get_message(tdb: TenantDB, message_id: str) -> sqlite3.Row | None:
+async def get_message(tdb: TenantDB, message_id: str) -> Row | None:
     return await tdb.fetchone(
         "SELECT * FROM channel_messages_log WHERE tenant_id = :tenant_id AND id = :id",
         {"id": message_id},
     )
 
 
-async def get_by_idempotency_key(tdb: TenantDB, key: str) -> sqlite3.Row | None:
+async def get_by_idempotency_key(tdb: TenantDB, key: str) -> Row | None:
     return await tdb.fetchone(
         "SELECT * FROM channel_messages_log WHERE tenant_id = :tenant_id "
         "AND idempotency_key = :key",
@@ -155,7 +156,7 @@ async def list_events(tdb: TenantDB, message_id: str) -> list[dict[str, Any]]:
 
 async def list_messages(
     tdb: TenantDB, filters: dict[str, Any], limit: int, before: str | None
-) -> list[sqlite3.Row]:
+) -> list[Row]:
     equal = {
         "channel": filters.get("channel"),
         "status": filters.get("status"),
@@ -174,7 +175,7 @@ async def list_messages(
     )
 
 
-async def suppression_for(tdb: TenantDB, channel: str, address: str) -> sqlite3.Row | None:
+async def suppression_for(tdb: TenantDB, channel: str, address: str) -> Row | None:
     return await tdb.fetchone(
         "SELECT reason, detail, created_at FROM suppressions WHERE tenant_id = :tenant_id "
         "AND channel = :channel AND address = :address",
@@ -183,7 +184,7 @@ async def suppression_for(tdb: TenantDB, channel: str, address: str) -> sqlite3.
 
 
 def add_suppression(
-    conn: sqlite3.Connection,
+    conn: Connection,
     tenant_id: str,
     channel: str,
     address: str,
@@ -197,9 +198,7 @@ def add_suppression(
     )
 
 
-def remove_suppression(
-    conn: sqlite3.Connection, tenant_id: str, channel: str, address: str
-) -> None:
+def remove_suppression(conn: Connection, tenant_id: str, channel: str, address: str) -> None:
     conn.execute(
         "DELETE FROM suppressions WHERE tenant_id = ? AND channel = ? AND address = ? "
         "AND reason = 'stop_keyword'",
@@ -214,25 +213,36 @@ def remove_suppression(
 # text: messages the provider cannot tell apart) is being sent or reconciled, so at most one
 # twin's outcome is ever unknown at a time and a lost answer can always be matched to it
 # (gateway/services/reconcile.py).
-_DUE = """
+def _due_sql(dialect: Dialect) -> str:
+    return f"""
 SELECT * FROM channel_messages_log m
 WHERE m.status IN ('queued', 'sending') AND m.next_attempt_at IS NOT NULL
   AND m.next_attempt_at <= :now
   AND (m.status = 'sending' OR NOT EXISTS (
     SELECT 1 FROM channel_messages_log t
     WHERE t.to_address = m.to_address AND t.channel = m.channel AND t.status = 'sending'
-      AND t.provider_message_id IS NULL AND t.id != m.id AND t.provider IS m.provider
-      AND t.from_address IS m.from_address AND t.body IS m.body))
+      AND t.provider_message_id IS NULL AND t.id != m.id
+      AND {same(dialect, "t.provider", "m.provider")}
+      AND {same(dialect, "t.from_address", "m.from_address")}
+      AND {same(dialect, "t.body", "m.body")}))
 ORDER BY m.next_attempt_at LIMIT :limit
 """
 
 
-def claim_due(conn: sqlite3.Connection, now: str, limit: int) -> list[sqlite3.Row]:
+_DUE: dict[Dialect, str] = {"sqlite": _due_sql("sqlite"), "postgres": _due_sql("postgres")}
+
+
+def claim_due(conn: Connection, now: str, limit: int) -> list[Row]:
     """Take up to `limit` due messages: queued ones become `sending` (attempt counted, its
     start recorded); ones waiting for reconciliation are returned as they are. Of twins due
     together only the first is taken."""
-    rows = conn.execute(_DUE, {"now": now, "limit": limit}).fetchall()
-    chosen: list[sqlite3.Row] = []
+    # One writer at a time: on SQLite nothing else writes between this select and the update
+    # below (one write transaction at a time), which is all that keeps a row from being
+    # claimed twice and two twins from both passing the "no twin sending" check of _DUE.
+    # Several writers need the rows locked (FOR UPDATE SKIP LOCKED) and the twin check
+    # serialised per (provider, recipient, sender, text).
+    rows = conn.execute(_DUE[conn.dialect], {"now": now, "limit": limit}).fetchall()
+    chosen: list[Row] = []
     groups: set[tuple[Any, ...]] = set()
     for row in rows:
         group = (row["provider"], row["to_address"], row["from_address"], row["body"])
@@ -257,7 +267,7 @@ def claim_due(conn: sqlite3.Connection, now: str, limit: int) -> list[sqlite3.Ro
     return sorted(claimed, key=lambda r: order[r["id"]])
 
 
-def claim_held(conn: sqlite3.Connection, message_id: str, now: str) -> list[sqlite3.Row]:
+def claim_held(conn: Connection, message_id: str, now: str) -> list[Row]:
     """Take one held message (queued, not due: a channel test) for an attempt now."""
     return conn.execute(
         "UPDATE channel_messages_log SET status = 'sending', attempts = attempts + 1, "
@@ -267,8 +277,11 @@ def claim_held(conn: sqlite3.Connection, message_id: str, now: str) -> list[sqli
     ).fetchall()
 
 
-def recover_in_flight(conn: sqlite3.Connection, now: str) -> int:
+def recover_in_flight(conn: Connection, now: str) -> int:
     """At start-up: sends that were in flight when the process died have an unknown outcome."""
+    # every `sending` row is this process's own only while one process serves the database:
+    # with several instances, one starting must not take the sends another has in flight
+    # (a lease per claim tells the dead instance's rows from the live ones')
     return conn.execute(
         "UPDATE channel_messages_log SET needs_reconciliation = 1, next_attempt_at = ?, "
         "updated_at = ? WHERE status = 'sending' AND next_attempt_at IS NULL",
@@ -277,7 +290,7 @@ def recover_in_flight(conn: sqlite3.Connection, now: str) -> int:
 
 
 def move(
-    conn: sqlite3.Connection,
+    conn: Connection,
     message_id: str,
     status: str,
     fields: dict[str, Any] | None = None,
@@ -316,14 +329,14 @@ def _move_sql(
     )
 
 
-def current_status(conn: sqlite3.Connection, message_id: str) -> str | None:
+def current_status(conn: Connection, message_id: str) -> str | None:
     row = conn.execute(
         "SELECT status FROM channel_messages_log WHERE id = ?", (message_id,)
     ).fetchone()
     return str(row[0]) if row else None
 
 
-def update_message(conn: sqlite3.Connection, message_id: str, fields: dict[str, Any]) -> None:
+def update_message(conn: Connection, message_id: str, fields: dict[str, Any]) -> None:
     """Fields other than the status (money, provider details, bookkeeping)."""
     if "status" in fields:
         raise ValueError("a status is changed with move(), which checks the transition")
@@ -336,31 +349,31 @@ def update_message(conn: sqlite3.Connection, message_id: str, fields: dict[str, 
     )
 
 
-def queue_depth(conn: sqlite3.Connection) -> int:
+def queue_depth(conn: Connection) -> int:
     row = conn.execute(
         "SELECT COUNT(*) FROM channel_messages_log WHERE status IN ('queued', 'sending')"
     ).fetchone()
     return int(row[0])
 
 
-def find_by_provider_id(
-    conn: sqlite3.Connection, provider: str, provider_message_id: str
-) -> sqlite3.Row | None:
-    row: sqlite3.Row | None = conn.execute(
+def find_by_provider_id(conn: Connection, provider: str, provider_message_id: str) -> Row | None:
+    row: Row | None = conn.execute(
         "SELECT * FROM channel_messages_log WHERE provider = ? AND provider_message_id = ?",
         (provider, provider_message_id),
     ).fetchone()
     return row
 
 
-def find_by_id(conn: sqlite3.Connection, message_id: str) -> sqlite3.Row | None:
-    row: sqlite3.Row | None = conn.execute(
+def find_by_id(conn: Connection, message_id: str) -> Row | None:
+    row: Row | None = conn.execute(
         "SELECT * FROM channel_messages_log WHERE id = ?", (message_id,)
     ).fetchone()
     return row
 
 
-def price_due(conn: sqlite3.Connection, now: str, limit: int) -> list[sqlite3.Row]:
+def price_due(conn: Connection, now: str, limit: int) -> list[Row]:
+    # taken once because, on SQLite, no other write runs between the select and the update
+    # (one writer); several writers need the rows locked (FOR UPDATE SKIP LOCKED)
     rows = conn.execute(
         "SELECT * FROM channel_messages_log WHERE price_due_at IS NOT NULL "
         "AND price_due_at <= ? ORDER BY price_due_at LIMIT ?",
@@ -376,7 +389,7 @@ def price_due(conn: sqlite3.Connection, now: str, limit: int) -> list[sqlite3.Ro
 
 
 def adopted_provider_ids(
-    conn: sqlite3.Connection, provider: str, ids: list[str], except_id: str
+    conn: Connection, provider: str, ids: list[str], except_id: str
 ) -> set[str]:
     """Which of these provider ids already belong to another message."""
     if not ids:
@@ -390,7 +403,7 @@ def adopted_provider_ids(
     return {r[0] for r in rows}
 
 
-def holder_of(conn: sqlite3.Connection, provider: str, provider_message_id: str) -> str | None:
+def holder_of(conn: Connection, provider: str, provider_message_id: str) -> str | None:
     """The message that holds this provider id, if any."""
     row = conn.execute(
         "SELECT id FROM channel_messages_log WHERE provider = ? AND provider_message_id = ?",
@@ -399,7 +412,7 @@ def holder_of(conn: sqlite3.Connection, provider: str, provider_message_id: str)
     return str(row[0]) if row else None
 
 
-def tenant_of(conn: sqlite3.Connection, message_id: str) -> str:
+def tenant_of(conn: Connection, message_id: str) -> str:
     row = conn.execute(
         "SELECT tenant_id FROM channel_messages_log WHERE id = ?", (message_id,)
     ).fetchone()
@@ -407,7 +420,7 @@ def tenant_of(conn: sqlite3.Connection, message_id: str) -> str:
 
 
 def exchange_provider_id(
-    conn: sqlite3.Connection, provider_message_id: str, *, holder: str, owner: str, now: str
+    conn: Connection, provider_message_id: str, *, holder: str, owner: str, now: str
 ) -> None:
     """A status callback proved that `provider_message_id`, which a reconciliation gave to
     `holder`, is `owner`'s send: `owner` takes it and `holder` takes whatever id `owner` had.
@@ -443,22 +456,24 @@ def exchange_provider_id(
 
 
 def unsettled_twins(
-    conn: sqlite3.Connection, provider: str, to: str, sender: str | None, body: str | None
-) -> list[sqlite3.Row]:
+    conn: Connection, provider: str, to: str, sender: str | None, body: str | None
+) -> list[Row]:
     """Unfinished outbound messages, any tenant, that a provider could not tell apart from
     each other: same provider, recipient, sender and text, no provider id yet."""
     return conn.execute(
         "SELECT id, status, needs_reconciliation, attempted_at, created_at "
         "FROM channel_messages_log WHERE to_address = ? AND provider = ? "
         "AND direction = 'outbound' AND status IN ('queued', 'sending') "
-        "AND provider_message_id IS NULL AND from_address IS ? AND body IS ? "
+        f"AND provider_message_id IS NULL AND {same(conn.dialect, 'from_address', '?')} "
+        f"AND {same(conn.dialect, 'body', '?')} "
         "ORDER BY attempted_at, created_at, id",
         (to, provider, sender, body),
     ).fetchall()
 
 
-def poll_due(conn: sqlite3.Connection, now: str, limit: int) -> list[sqlite3.Row]:
+def poll_due(conn: Connection, now: str, limit: int) -> list[Row]:
     """Messages a provider took whose final status has not come: to ask the provider."""
+    # taken once for the same reason as price_due: one writer at a time on SQLite
     rows = conn.execute(
         "SELECT * FROM channel_messages_log WHERE poll_due_at IS NOT NULL "
         "AND poll_due_at <= ? ORDER BY poll_due_at LIMIT ?",
@@ -474,32 +489,33 @@ def poll_due(conn: sqlite3.Connection, now: str, limit: int) -> list[sqlite3.Row
 
 
 async def recent_tenants_for_recipient(
-    db: Database, channel: str, address: str, sender: str | None = None
+    db: Engine, channel: str, address: str, sender: str | None = None
 ) -> list[str]:
     """The tenants that wrote to `address` on `channel` (from `sender` when given), most
     recent first."""
+    params: tuple[str, ...] = (channel, address) if sender is None else (channel, address, sender)
     rows = await db.fetchall(
         "SELECT tenant_id, MAX(created_at) AS last FROM channel_messages_log "
         "WHERE channel = ? AND to_address = ? AND direction = 'outbound' "
-        "AND (? IS NULL OR from_address = ?) "
-        "GROUP BY tenant_id ORDER BY last DESC",
-        (channel, address, sender, sender),
+        + ("" if sender is None else "AND from_address = ? ")
+        + "GROUP BY tenant_id ORDER BY last DESC",
+        params,
     )
     return [r["tenant_id"] for r in rows]
 
 
 def switch_provider(
-    conn: sqlite3.Connection,
+    conn: Connection,
     message_id: str,
     old: str,
     new: str,
     from_address: str | None,
     now: str,
-) -> sqlite3.Row | None:
+) -> Row | None:
     """Hand a message being sent to another provider (failover), before the request leaves;
     only while it is this attempt's, with no outcome to reconcile. Returns the row as it is
     now, None when it was not switched."""
-    row: sqlite3.Row | None = conn.execute(
+    row: Row | None = conn.execute(
         "UPDATE channel_messages_log SET provider = ?, from_address = ?, updated_at = ? "
         "WHERE id = ? AND provider = ? AND status = 'sending' AND needs_reconciliation = 0 "
         "AND provider_message_id IS NULL RETURNING *",

@@ -11,12 +11,12 @@ import base64
 import binascii
 import json
 import re
-import sqlite3
 from collections.abc import Mapping
 from typing import Any, Literal, overload
 
-from gateway.db import TenantDB
 from gateway.errors import ValidationFailed
+from gateway.store.engine import Row
+from gateway.store.tenant_scope import TenantDB
 
 # Cursors issued before there was one format: a bare id (pages by id) and the base64 of
 # "starts_at|id" (appointments). A client may still hold one mid-pagination.
@@ -62,7 +62,7 @@ async def newest_first(
     columns: str = "*",
     since: str | None = None,
     until: str | None = None,
-) -> list[sqlite3.Row]:
+) -> list[Row]:
     """`equal` maps column → value (None: no filter); since/until bound created_at [ , );
     `cursor` is the `next_cursor` of the page before: `encode_cursor(last id)`."""
     clauses = ["tenant_id = :tenant_id"]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.channel_models import CHANNEL_TYPES
-from gateway.db import Database
 from gateway.ids import new_id, now_iso
+from gateway.store.engine import Connection, Engine, Row
 
 
 @dataclass(frozen=True)
@@ -22,7 +21,7 @@ class Tenant:
     country: str | None = None
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Tenant:
+    def from_row(cls, row: Row) -> Tenant:
         return cls(
             id=row["id"],
             slug=row["slug"],
@@ -49,7 +48,7 @@ _TENANT_COLUMNS = "id, slug, name, timezone, status, created_at, country"
 
 
 def insert_tenant(
-    conn: sqlite3.Connection, name: str, slug: str, timezone: str, country: str | None = None
+    conn: Connection, name: str, slug: str, timezone: str, country: str | None = None
 ) -> Tenant:
     now = now_iso()
     tenant_id = new_id("ten")
@@ -68,7 +67,7 @@ def insert_tenant(
 
 
 def insert_api_key(
-    conn: sqlite3.Connection, tenant_id: str, prefix: str, key_hash: str, label: str | None
+    conn: Connection, tenant_id: str, prefix: str, key_hash: str, label: str | None
 ) -> dict[str, Any]:
     row = {
         "id": new_id("key"),
@@ -87,22 +86,22 @@ def insert_api_key(
     return row
 
 
-async def get_tenant(db: Database, tenant_ref: str) -> Tenant | None:
+async def get_tenant(db: Engine, tenant_ref: str) -> Tenant | None:
     row = await db.fetchone(
         f"SELECT {_TENANT_COLUMNS} FROM tenants WHERE id = ? OR slug = ?", (tenant_ref, tenant_ref)
     )
     return Tenant.from_row(row) if row else None
 
 
-async def list_tenants(db: Database, limit: int, after: str | None) -> list[Tenant]:
+async def list_tenants(db: Engine, limit: int, after: str | None) -> list[Tenant]:
+    after_clause, params = ("", [limit]) if after is None else ("WHERE id > ? ", [after, limit])
     rows = await db.fetchall(
-        f"SELECT {_TENANT_COLUMNS} FROM tenants WHERE (? IS NULL OR id > ?) ORDER BY id LIMIT ?",
-        (after, after, limit),
+        f"SELECT {_TENANT_COLUMNS} FROM tenants {after_clause}ORDER BY id LIMIT ?", params
     )
     return [Tenant.from_row(r) for r in rows]
 
 
-async def list_api_keys(db: Database, tenant_id: str) -> list[dict[str, Any]]:
+async def list_api_keys(db: Engine, tenant_id: str) -> list[dict[str, Any]]:
     rows = await db.fetchall(
         "SELECT id, prefix, label, created_at, last_used_at, revoked_at FROM api_keys "
         "WHERE tenant_id = ? ORDER BY created_at",
@@ -111,20 +110,21 @@ async def list_api_keys(db: Database, tenant_id: str) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-async def find_key(db: Database, key_hash: str) -> sqlite3.Row | None:
-    return await db.fetchone(
+async def find_key(db: Engine, key_hash: str) -> Row | None:
+    row: Row | None = await db.fetchone(
         "SELECT k.id AS key_id, k.last_used_at, k.revoked_at, "
         "t.id, t.slug, t.name, t.timezone, t.status, t.created_at, t.country "
         "FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = ?",
         (key_hash,),
     )
+    return row
 
 
-async def touch_key(db: Database, key_id: str, when: str) -> None:
+async def touch_key(db: Engine, key_id: str, when: str) -> None:
     await db.execute_write("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (when, key_id))
 
 
-async def revoke_key(db: Database, tenant_id: str, key_id: str) -> bool:
+async def revoke_key(db: Engine, tenant_id: str, key_id: str) -> bool:
     changed = await db.execute_write(
         "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND tenant_id = ? AND revoked_at IS NULL",
         (now_iso(), key_id, tenant_id),
@@ -132,13 +132,13 @@ async def revoke_key(db: Database, tenant_id: str, key_id: str) -> bool:
     return changed > 0
 
 
-async def key_exists(db: Database, tenant_id: str, key_id: str) -> bool:
+async def key_exists(db: Engine, tenant_id: str, key_id: str) -> bool:
     row = await db.fetchone(
         "SELECT 1 FROM api_keys WHERE id = ? AND tenant_id = ?", (key_id, tenant_id)
     )
     return row is not None
 
 
-async def tenant_for_number(db: Database, e164: str) -> tuple[str, str] | None:
+async def tenant_for_number(db: Engine, e164: str) -> tuple[str, str] | None:
     row = await db.fetchone("SELECT tenant_id, kind FROM tenant_numbers WHERE e164 = ?", (e164,))
     return (row["tenant_id"], row["kind"]) if row else None
