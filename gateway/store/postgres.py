@@ -111,28 +111,21 @@ class PostgresConnection:
         return self._failed
 
     def execute(self, sql: str, params: Params = (), /) -> PostgresCursor:
-        cursor = self._raw.cursor()
-        try:
-            if self._savepoints:
-                with self._raw.transaction():
-                    cursor.execute(to_psycopg(sql), params)
-            else:
-                cursor.execute(to_psycopg(sql), params)
-        except pg_errors.InFailedSqlTransaction:
-            raise _Retry() from None
-        except psycopg.Error as exc:
-            self._failed = not self._savepoints
-            raise translate_error(exc) from exc
-        return PostgresCursor(cursor)
+        return self._run(lambda cursor: cursor.execute(to_psycopg(sql), params))
 
     def executemany(self, sql: str, rows: Iterable[Params], /) -> PostgresCursor:
+        return self._run(lambda cursor: cursor.executemany(to_psycopg(sql), rows))
+
+    def _run(self, statement: Callable[[psycopg.Cursor[Any]], object]) -> PostgresCursor:
+        """Run one statement (under its own savepoint when the transaction is being replayed
+        with savepoints), translating the driver's errors."""
         cursor = self._raw.cursor()
         try:
             if self._savepoints:
                 with self._raw.transaction():
-                    cursor.executemany(to_psycopg(sql), rows)
+                    statement(cursor)
             else:
-                cursor.executemany(to_psycopg(sql), rows)
+                statement(cursor)
         except pg_errors.InFailedSqlTransaction:
             raise _Retry() from None
         except psycopg.Error as exc:
