@@ -62,6 +62,19 @@ SQLITE_ONLY: dict[str, str] = {
     "tests/test_vapi_sip.py::test_a_sip_tenant_without_its_uri_gets_the_bypass_fallback": (
         "the test's own UPDATE uses SQLite's json_set"
     ),
+    **{
+        f"tests/console/test_dashboard_browser.py::{name}": "seeds the SQLite file directly"
+        for name in (
+            "test_dashboard_link_shows_kpis_and_both_charts",
+            "test_period_switch_and_custom_period",
+            "test_contact_search_shows_the_timeline",
+            "test_french_switch_shows_french_numbers",
+        )
+    },
+    "tests/console/test_dashboard_series.py::"
+    "test_day_by_day_and_period_aggregates_read_index_ranges_without_sorting": (
+        "reads SQLite's EXPLAIN QUERY PLAN"
+    ),
     "tests/test_http_errors.py::test_readiness_reports_pending_migrations": (
         "adds its probe to the SQLite folder (tests/test_postgres_migrations.py has the twin)"
     ),
