@@ -5,34 +5,17 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.db import connect
 from gateway.store.engine import Connection
+from gateway.store.migration_files import Migration, MigrationError, discover
 
 if TYPE_CHECKING:
     from gateway.config import Settings
 
-_NAME = re.compile(r"^\d{4}_[A-Za-z0-9_-]+\.sql$")
-
-
-class MigrationError(Exception):
-    def __init__(self, name: str, cause: str) -> None:
-        super().__init__(f"migration {name} failed: {cause}")
-        self.name = name
-
-
-@dataclass(frozen=True)
-class Migration:
-    name: str
-    path: Path
-
-
-def discover(directory: Path) -> list[Migration]:
-    files = sorted(p for p in directory.glob("*.sql") if _NAME.match(p.name))
-    return [Migration(p.name, p) for p in files]
+__all__ = ["Migration", "MigrationError", "applied", "apply_migrations", "discover", "pending"]
 
 
 def _ensure_table(conn: sqlite3.Connection, table: str) -> None:

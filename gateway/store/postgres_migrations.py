@@ -16,8 +16,8 @@ from pathlib import Path
 
 import psycopg
 
-from gateway.migrations import MigrationError, discover
 from gateway.store.engine import DatabaseError
+from gateway.store.migration_files import MigrationError, discover
 
 
 def lock_key(table: str) -> int:
