@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 
 async def price_per_segment(gw: Gateway, user: ConsoleUser) -> float:
     state = await gw.channels.load(user.db, "sms")
-    price = state.operator_settings.get("price_per_segment")
-    return float(price if price is not None else gw.settings.typed.sms_price_per_segment)
+    return pricing.sms_price_per_segment(
+        state.operator_settings, float(gw.settings.typed.sms_price_per_segment)
+    )
 
 
 def preview(text: str, price: float) -> dict[str, Any]:

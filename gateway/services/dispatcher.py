@@ -39,9 +39,10 @@ from gateway.services.dispatch_options import DispatchSettings
 from gateway.services.failover import SmsRouting
 from gateway.services.followup import Followups
 from gateway.services.reconcile import Twin, decide
+from gateway.store import channels as channel_store
 from gateway.store import messages as store
 from gateway.store.engine import Connection, Engine, Row, UniqueViolation
-from gateway.store.tenant_scope import TenantDB
+from gateway.store.tenant_scope import ScopedConnection, TenantDB
 
 log = logging.getLogger("gateway.dispatcher")
 
@@ -411,11 +412,7 @@ class Dispatcher:
         def record(conn: Connection) -> bool:
             moved = store.move(conn, row["id"], "sent", fields, only_from=_UNFINISHED, fill=fill)
             if not moved:  # a callback got there first: keep what it said
-                conn.execute(
-                    "UPDATE channel_messages_log SET needs_reconciliation = 0, "
-                    "provider_message_id = COALESCE(provider_message_id, ?) WHERE id = ?",
-                    (sid, row["id"]),
-                )
+                store.settle_sent(conn, row["id"], sid)
             store.insert_event(conn, row["id"], row["tenant_id"], source, "sent", moved, payload)
             return True
 
@@ -541,10 +538,8 @@ class Dispatcher:
                     conn, row["tenant_id"], channel, row["to_address"], exc.suppress, exc.reason
                 )
             if exc.kind == "configuration":
-                conn.execute(
-                    "UPDATE channel_configurations SET last_error = ?, last_error_at = ? "
-                    "WHERE tenant_id = ? AND channel_type = ?",
-                    (exc.reason, now, row["tenant_id"], channel),
+                channel_store.set_last_error(
+                    ScopedConnection(conn, row["tenant_id"]), channel, exc.reason
                 )
             return moved
 

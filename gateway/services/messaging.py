@@ -190,9 +190,9 @@ class MessagingService:
             raise ValidationFailed.one("body", "the rendered text exceeds 1,600 characters")
         info = segments.analyze(body)
         operator = state.operator_settings
-        price = operator.get("price_per_segment")
-        if price is None:
-            price = float(self.settings.typed.sms_price_per_segment)
+        price = pricing.sms_price_per_segment(
+            operator, float(self.settings.typed.sms_price_per_segment)
+        )
         provider = self.sms.preferred(operator)
         row.update(
             body=body,

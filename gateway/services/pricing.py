@@ -8,8 +8,10 @@ margin between them (negative when the message lost money).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 
 def money(value: float | Decimal) -> float:
@@ -69,3 +71,10 @@ def cost_fields(
         "billed_cost": billed,
         "margin": margin(billed, cost.cost_eur),
     }
+
+
+def sms_price_per_segment(operator: Mapping[str, Any], default: float) -> float:
+    """What a tenant is billed per SMS segment: its operator-set `price_per_segment`, else the
+    gateway's `SMS_PRICE_PER_SEGMENT`."""
+    price = operator.get("price_per_segment")
+    return default if price is None else float(price)

@@ -149,14 +149,6 @@ async def rotate_keys(db: Engine, keyring: Keyring) -> int:
         )
 
     def write(conn: Connection) -> int:
-        changed = 0
-        for update in updates:
-            changed += conn.execute(
-                "UPDATE channel_configurations SET config_encrypted = ?, key_id = ?, "
-                "secrets_version = ? WHERE tenant_id = ? AND channel_type = ? "
-                "AND config_encrypted = ? AND secrets_version = ?",
-                update,
-            ).rowcount
-        return changed
+        return sum(channel_store.reencrypt(conn, *update) for update in updates)
 
     return await db.write_fn(write)

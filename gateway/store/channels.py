@@ -203,3 +203,24 @@ async def tenants_with_vapi_number(db: Engine, phone_number_id: str) -> list[Row
         (phone_number_id,),
     )
     return rows
+
+
+def reencrypt(
+    conn: Connection,
+    envelope: str,
+    key_id: str,
+    version: int,
+    tenant_id: str,
+    channel: str,
+    old_envelope: str,
+    old_version: int,
+) -> int:
+    """Replace a channel's secrets envelope only if it is still the one that was read
+    (a concurrent save wins); returns the rows rewritten (0 or 1)."""
+    rowcount: int = conn.execute(
+        "UPDATE channel_configurations SET config_encrypted = ?, key_id = ?, "
+        "secrets_version = ? WHERE tenant_id = ? AND channel_type = ? "
+        "AND config_encrypted = ? AND secrets_version = ?",
+        (envelope, key_id, version, tenant_id, channel, old_envelope, old_version),
+    ).rowcount
+    return rowcount

@@ -522,3 +522,13 @@ def switch_provider(
         (new, from_address, now, message_id, old),
     ).fetchone()
     return row
+
+
+def settle_sent(conn: Connection, message_id: str, provider_message_id: str) -> None:
+    """A send a status report already moved past `sent`: nothing is left to reconcile, and
+    it keeps the provider id it has (or takes this one)."""
+    conn.execute(
+        "UPDATE channel_messages_log SET needs_reconciliation = 0, "
+        "provider_message_id = COALESCE(provider_message_id, ?) WHERE id = ?",
+        (provider_message_id, message_id),
+    )
