@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from gateway.providers.base import Lookup, Sender, Telephony, VoiceAgent, WebhookSource
 
@@ -99,32 +99,37 @@ class Providers:
         return [n for (n, c), r in self._by_name.items() if c == "send" and r.channel == channel]
 
     def _get(self, name: str | None, capability: Capability) -> Any | None:
+        """The provider built for `name`, or None. What it is was checked once: its class's
+        members when it was registered, the class of what `make` built when it was built; so
+        the accessors below need no `isinstance` against a protocol (tens of µs each, on
+        every send)."""
         registration = self._by_name.get((name or "", capability))
         if registration is None:
             return None
         if registration.cls not in self._made:
-            self._made[registration.cls] = registration.make()
+            made = registration.make()
+            if made is not None and not isinstance(made, registration.cls):
+                raise RegistrationError(
+                    f"provider {registration.names[0]} built a {type(made).__name__}, "
+                    f"not the {registration.cls.__name__} it registered"
+                )
+            self._made[registration.cls] = made
         return self._made[registration.cls]
 
     def sender(self, name: str | None) -> Sender | None:
-        found = self._get(name, "send")
-        return found if isinstance(found, Sender) else None
+        return cast(Sender | None, self._get(name, "send"))
 
     def lookup(self, name: str | None) -> Lookup | None:
-        found = self._get(name, "lookup")
-        return found if isinstance(found, Lookup) else None
+        return cast(Lookup | None, self._get(name, "lookup"))
 
     def webhooks(self, name: str | None) -> WebhookSource | None:
-        found = self._get(name, "webhooks")
-        return found if isinstance(found, WebhookSource) else None
+        return cast(WebhookSource | None, self._get(name, "webhooks"))
 
     def telephony(self, name: str | None) -> Telephony | None:
-        found = self._get(name, "telephony")
-        return found if isinstance(found, Telephony) else None
+        return cast(Telephony | None, self._get(name, "telephony"))
 
     def voice_agent(self, name: str | None) -> VoiceAgent | None:
-        found = self._get(name, "voice_agent")
-        return found if isinstance(found, VoiceAgent) else None
+        return cast(VoiceAgent | None, self._get(name, "voice_agent"))
 
     async def aclose(self) -> None:
         for made in self._made.values():

@@ -107,12 +107,22 @@ class SmsRouting:
         self.providers = providers
         self.default_order = order
         self.failover = failover
+        self._configured: frozenset[str] | None = None
+
+    def configured(self) -> frozenset[str]:
+        """The SMS providers the operator configured (built once: asked on every send)."""
+        if self._configured is None:
+            self._configured = frozenset(
+                name for name in self.names() if self.providers.sender(name) is not None
+            )
+        return self._configured
 
     def order(self, operator: Mapping[str, Any]) -> list[str]:
         """The tenant's providers, first first (its own list when the operator set one, else
         `SMS_PROVIDERS`), keeping those the operator has configured."""
         chosen = operator.get("providers") or self.default_order
-        return [name for name in chosen if self.providers.sender(name) is not None]
+        configured = self.configured()
+        return [name for name in chosen if name in configured]
 
     def names(self) -> tuple[str, ...]:
         """Every SMS provider the gateway knows (configured or not)."""
