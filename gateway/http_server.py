@@ -7,8 +7,12 @@ never: it holds the connection forever. `HeaderDeadlineProtocol` is uvicorn's ow
 protocol with that bound: the request line and headers must arrive within
 HEADER_READ_TIMEOUT_SECONDS of the connection opening (or of the previous response), and
 within MAX_HEADER_BYTES, else the client gets a 408 (or 431) in the JSON error body and the
-connection is closed. The body has its own deadline, BODY_READ_TIMEOUT_SECONDS, kept by
-`middleware.BodyDeadlineMiddleware` since the application reads the body.
+connection is closed. The close lingers (as nginx's `lingering_close` does): the server shuts
+its side for writing and drains what the client still sends for up to LINGER_SECONDS, because a
+socket closed with unread bytes arriving answers them with a reset, and a reset can destroy the
+error response before the client has read it. The body has its own deadline,
+BODY_READ_TIMEOUT_SECONDS, kept by `middleware.BodyDeadlineMiddleware` since the application
+reads the body.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ except ImportError:  # pragma: no cover - uvicorn without its [standard] extra
 
 KEEP_ALIVE_SECONDS = 5
 MAX_HEADER_BYTES = 64 * 1024
+LINGER_SECONDS = 2.0
 _HEADER_TIMEOUT: float = default_of("HEADER_READ_TIMEOUT_SECONDS")
 
 
@@ -61,14 +66,19 @@ class HeaderDeadlineProtocol(_HttpProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._header_timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0
+        self._linger: asyncio.TimerHandle | None = None
         super().connection_made(transport)
         self._await_headers()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_waiting()
+        if self._linger is not None:
+            self._linger.cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._linger is not None:
+            return  # refused: what still arrives is drained, not parsed
         before = self.cycle
         super().data_received(data)
         if self._header_timer is None:
@@ -88,9 +98,17 @@ class HeaderDeadlineProtocol(_HttpProtocol):
             )
 
     def on_response_complete(self) -> None:
+        # answered before its body arrived (a 413 on Content-Length, a 401): what still comes
+        # is that body, never a next request's headers, so the connection ends here
+        unread_body = self.cycle is not None and self.cycle.more_body
         super().on_response_complete()
+        if self.transport.is_closing():
+            return
+        if unread_body:
+            self._close_lingering()
+            return
         idle = self.cycle is None or self.cycle.response_complete
-        if idle and not self.transport.is_closing():
+        if idle:
             self._await_headers()
 
     def _await_headers(self) -> None:
@@ -123,9 +141,21 @@ class HeaderDeadlineProtocol(_HttpProtocol):
 
     def _refuse(self, response: bytes) -> None:
         self._stop_waiting()
-        if not self.transport.is_closing():
-            self.transport.write(response)
+        if self.transport.is_closing() or self._linger is not None:
+            return
+        self.transport.write(response)
+        self._close_lingering()
+
+    def _close_lingering(self) -> None:
+        """Our side is shut for writing at once; the client's remaining bytes are drained
+        until it closes its side or LINGER_SECONDS pass."""
+        self._stop_waiting()
+        if not self.transport.can_write_eof():
             self.transport.close()
+            return
+        self.transport.write_eof()
+        self.transport.resume_reading()
+        self._linger = self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:

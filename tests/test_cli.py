@@ -18,7 +18,7 @@ import pytest
 from gateway.cli import main
 from gateway.config import parse_dotenv
 from gateway.crypto import fingerprint_id
-from gateway.sandbox.server import free_port
+from gateway.sandbox.server import free_port, free_port_block
 
 ROOT = Path(__file__).resolve().parent.parent
 K1 = base64.b64encode(b"1" * 32).decode()
@@ -215,9 +215,7 @@ def test_cron_runs_one_tick(project: Path, capsys: pytest.CaptureFixture[str]) -
 
 
 def test_sandbox_serves_the_emulators(project: Path) -> None:
-    base = free_port()
-    while any(_in_use(base + i) for i in range(5)):
-        base = free_port()
+    base = free_port_block(5)
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway", "sandbox", "--base-port", str(base)],
         cwd=project,
@@ -442,9 +440,7 @@ def test_sandbox_delivers_whatsapp_webhooks_and_serves_smtp_with_the_printed_ca(
         return Response()
 
     receiver = Starlette(routes=[Route("/webhooks/whatsapp/{slug}", webhook, methods=["POST"])])
-    base = free_port()
-    while any(_in_use(base + i) for i in range(5)):
-        base = free_port()
+    base = free_port_block(5)
     with ServerThread(receiver) as gateway_side:
         monkeypatch.setenv("PUBLIC_BASE_URL", gateway_side.base_url)
         _, block, _ = run(capsys, "sandbox", "--print-settings", "--base-port", str(base))

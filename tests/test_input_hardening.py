@@ -467,6 +467,44 @@ def test_headers_that_never_end_get_431(make_settings: Callable[..., Settings]) 
         assert status_and_error(answer) == (431, "headers_too_large")
 
 
+def test_a_client_still_sending_after_the_431_still_reads_it(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """The server stops reading at the limit but keeps draining what the client still sends
+    until the client has read the answer: closing at once makes the kernel reset the connection
+    on the next bytes, and the reset can destroy the 431 before the client reads it."""
+    with serving(make_settings()) as (port, _):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Filler: ")
+            for _ in range(80):
+                sock.sendall(b"a" * 1024)
+            time.sleep(0.3)  # the server has answered and, before the fix, closed
+            for _ in range(64):
+                sock.sendall(b"a" * 1024)
+            time.sleep(0.3)
+            answer = read_answer(sock)
+        assert status_and_error(answer) == (431, "headers_too_large")
+
+
+def test_a_body_over_the_limit_gets_one_413_and_the_connection_ends(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """The 413 is answered from Content-Length, before the body arrives; the body the client
+    still streams is drained, not parsed as a next request (it used to get a second answer, a
+    431, after the 413), and the client reads its 413 without a reset."""
+    with serving(make_settings()) as (port, _):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            size = 2 * 1024 * 1024
+            sock.sendall(_post_head(size))
+            time.sleep(0.3)  # the 413 is out before the body
+            for _ in range(size // 65536):
+                sock.sendall(b"a" * 65536)
+            answer = read_answer(sock)
+        assert answer.count(b"HTTP/1.1 ") == 1
+        assert status_and_error(answer) == (413, "payload_too_large")
+        assert tenants_listed(port) == []
+
+
 def test_a_short_body_gets_408_and_nothing_is_written(
     make_settings: Callable[..., Settings],
 ) -> None:

@@ -9,7 +9,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.sandbox.server import ServerThread, free_port
+from gateway.sandbox.server import ServerThread, free_port_block
 from gateway.sandbox.telnyx_api import TelnyxSandbox
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -510,11 +509,6 @@ async def test_reset_forgets_messages_faults_and_counters(telnyx: Running) -> No
 # -- `gateway sandbox` ------------------------------------------------------------------------
 
 
-def _in_use(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 def test_gateway_sandbox_serves_telnyx_as_its_settings_say(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -526,17 +520,16 @@ def test_gateway_sandbox_serves_telnyx_as_its_settings_say(
         if name.startswith(("GATEWAY_", "TELNYX_", "PUBLIC_BASE_URL")):
             monkeypatch.delenv(name)
     receiver = Receiver()
-    base = free_port()
-    while any(_in_use(base + i) for i in range(5)):
-        base = free_port()
-    with ServerThread(receiver.app) as gateway_side:
+    base = free_port_block(5)
+    errors_path = tmp_path / "sandbox.err"
+    with ServerThread(receiver.app) as gateway_side, errors_path.open("w") as errors:
         env = {**os.environ, "PUBLIC_BASE_URL": gateway_side.base_url}
         process = subprocess.Popen(
             [sys.executable, "-m", "gateway", "sandbox", "--base-port", str(base)],
             cwd=tmp_path,
             env=env,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=errors,
             text=True,
         )
         try:
@@ -544,7 +537,7 @@ def test_gateway_sandbox_serves_telnyx_as_its_settings_say(
             printed: dict[str, str] = {}
             while "TELNYX_PHONE_NUMBER" not in printed:
                 line = process.stdout.readline()
-                assert line, "the sandbox stopped before printing its settings"
+                assert line, f"the sandbox stopped: {errors_path.read_text()[-2000:]}"
                 name, sep, value = line.strip().partition("=")
                 if sep and name.startswith("TELNYX_"):
                     printed[name] = value

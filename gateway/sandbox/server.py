@@ -6,6 +6,7 @@ crosses a real socket and speaks the real wire format.
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 import time
@@ -20,6 +21,29 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def free_port_block(count: int, host: str = "127.0.0.1") -> int:
+    """The first of `count` consecutive free ports, for a process that binds them itself
+    (`gateway sandbox --base-port`). Taken below the kernel's ephemeral range (32768 and up on
+    Linux), where no `bind(0)` and no outgoing connection lands: a block made of `free_port()`
+    and its neighbours can be taken by another server or by a client's local port before the
+    process that asked for it binds them."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 32768 - count)
+        if all(_bindable(host, base + i) for i in range(count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports on {host}")
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 class ServerThread:
