@@ -1,5 +1,5 @@
-"""`gateway serve | migrate | tenant create|list | keys create|revoke | keyring | rotate-keys |
-sandbox | demo | cron | assistant sync`.
+"""`gateway serve | migrate | export | import | tenant create|list | keys create|revoke |
+keyring | rotate-keys | sandbox | demo | cron | assistant sync`.
 
 Every failure ends the command with one line on stderr: exit code 2 for a configuration error
 (a malformed setting, keys that cannot read the stored credentials), 1 for anything else.
@@ -15,6 +15,7 @@ import importlib.util
 import json
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from gateway import migrations
@@ -71,6 +72,14 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("migrate", parents=[common], help="apply pending migrations")
+    export = sub.add_parser(
+        "export", parents=[common], help="write every table of the database to one file"
+    )
+    export.add_argument("file", help="the file to write (JSON lines)")
+    load = sub.add_parser(
+        "import", parents=[common], help="load a `gateway export` file into an empty database"
+    )
+    load.add_argument("file", help="a file written by `gateway export`")
     sub.add_parser(
         "cron", parents=[common], help="run one scheduled tick by hand (reminders that are due)"
     )
@@ -177,6 +186,8 @@ def _serve(settings: Settings, host: str, port: int) -> None:
 
     _preflight(settings)
     app = create_app(settings)
+    # a SQLite file is served by one process: refuse here in one line, not in the lifespan
+    app.state.gateway.hold_database()
     print(f"gateway: listening on http://{host}:{port} (env {settings.env})", file=sys.stderr)
     uvicorn.run(
         app,
@@ -191,7 +202,9 @@ def _serve(settings: Settings, host: str, port: int) -> None:
 
 async def _cron_tick(settings: Settings) -> Any:
     """One tick with the gateway's own services; the messages it accepts are sent by the
-    running server's dispatcher (or by the next one to start)."""
+    running server's dispatcher (or by the next one to start). Asked for by an operator, it
+    runs whatever the instances' schedulers claimed: the reminders it sends are claimed one
+    by one, so a scheduled tick running at the same time sends none of them twice."""
     from gateway.wiring import Gateway
 
     gateway = Gateway(settings)
@@ -293,6 +306,61 @@ def _keyring(settings: Settings, action: str) -> None:
     if waiting:
         note += f"; {', '.join(waiting)} still encrypt secrets: run `gateway rotate-keys` first"
     print(f"gateway: {note}.", file=sys.stderr)
+
+
+def _transfer(settings: Settings, command: str, path: Path) -> int:
+    """`gateway export FILE` and `gateway import FILE` on the database the settings select
+    (the work is `gateway.store.transfer`'s)."""
+    from gateway.store import transfer
+    from gateway.wiring import open_database
+
+    directory = settings.migrations_dir
+    if settings.database_url:
+        directory = migrations.postgres_directory(directory)
+    expected = [m.name for m in migrations.discover(directory)]
+
+    async def run() -> tuple[transfer.Summary, dict[str, int]]:
+        db = open_database(settings, 1)
+        db.start()
+        try:
+            if command == "export":
+                summary = await transfer.export_file(db, path, expected)
+            else:
+                summary = await transfer.import_file(db, path, expected)
+            return summary, await _keys_in_use(db)
+        finally:
+            await db.close()
+
+    try:
+        summary, keys = asyncio.run(run())
+    except transfer.TransferError as exc:
+        print(f"gateway: {command} refused, nothing written: {exc}", file=sys.stderr)
+        return 1
+    where = "PostgreSQL (DATABASE_URL)" if settings.database_url else str(settings.database_path)
+    done = "exported" if command == "export" else "imported"
+    way = f"from {where} to {path}" if command == "export" else f"from {path} into {where}"
+    print(
+        f"{done} {summary.total} rows of {len(summary.rows)} tables "
+        f"(schema {summary.schema_version}) {way}"
+    )
+    key_ids = ", ".join(sorted(keys)) or "none"
+    if command == "export":
+        print(
+            "gateway: the channel credentials are in the file encrypted, as stored (key ids "
+            f"{key_ids}): the gateway that imports it needs the same ENCRYPTION_KEY(S). Keep "
+            "the file private: it also holds API key hashes and the tenants' data.",
+            file=sys.stderr,
+        )
+        return 0
+    missing = sorted(set(keys) - set(settings.keyring.key_ids))
+    if missing:
+        print(
+            "gateway: the imported credentials are encrypted with key id(s) "
+            f"{', '.join(missing)}, which ENCRYPTION_KEY(S) here does not hold: set the "
+            "source gateway's ENCRYPTION_KEY(S) before `gateway serve`.",
+            file=sys.stderr,
+        )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -420,6 +488,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     elif args.command == "cron":
         _preflight(settings)
         _print(asyncio.run(_cron_tick(settings)))
+    elif args.command in ("export", "import"):
+        return _transfer(settings, args.command, Path(args.file))
     elif args.command == "migrate":
         applied = migrations.migrate(settings)
         print(

@@ -181,21 +181,28 @@ class Database:
         for reader in self._readers:
             reader.start()
 
+    def subscribe(self, channel: str, callback: Callable[[], None]) -> None:
+        """Nothing to hear: one process writes this file, and its services wake each other
+        directly."""
+
     async def close(self) -> None:
-        if self._writer is not None:
-            self._queue.put(_STOP)
-            await asyncio.to_thread(self._writer.join)
-            self._writer = None
+        """Stop the readers, then the writer, which checkpoints the WAL into the file as it
+        closes: after a clean stop the file alone holds every write (a read-only connection
+        closing last could not checkpoint, and the writes would stay in `-wal`)."""
         if self._readers is not None:
             readers, self._readers = self._readers, None
             for _ in readers:
                 self._read_queue.put(_STOP)
             for reader in readers:
-                reader.join()
+                await asyncio.to_thread(reader.join)
         with self._lock:
             for conn in self._reader_conns:
                 conn.close()
             self._reader_conns.clear()
+        if self._writer is not None:
+            self._queue.put(_STOP)
+            await asyncio.to_thread(self._writer.join)
+            self._writer = None
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -220,6 +227,8 @@ class Database:
                 if stop:
                     return
         finally:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             conn.close()
 
     def _run_batch(self, conn: SQLiteConnection, batch: list[_Job]) -> None:

@@ -7,7 +7,9 @@ Timestamps are ISO-8601 UTC text with milliseconds, so they also sort as text.
 
 from __future__ import annotations
 
+import os
 import secrets
+import socket
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -25,6 +27,12 @@ def _ulid() -> str:
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{_ulid()}"
+
+
+def instance_id() -> str:
+    """Which process this is, among the instances sharing a database: host name and pid
+    (recorded with the work it claims: a cron tick, a message's claim)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def iso(dt: datetime) -> str:

@@ -141,6 +141,13 @@ class GatewaySettings(BaseSettings):
     read_connections: WholeNumber = setting(
         4, "READ_CONNECTIONS", "database", "read connections (SQLite), or pooled (PostgreSQL)"
     )
+    write_connections: WholeNumber = setting(
+        4,
+        "WRITE_CONNECTIONS",
+        "database",
+        "PostgreSQL: write transactions one instance runs at once (SQLite has one writer "
+        "thread with group commit)",
+    )
     database_url: DatabaseUrl | None = setting(
         None,
         "DATABASE_URL",
@@ -320,6 +327,14 @@ class GatewaySettings(BaseSettings):
         "dispatch",
         "how long the dispatcher idles, when nothing wakes it, before it looks for due "
         "messages (retries, scheduled sends) again",
+    )
+    dispatch_lease_seconds: PositiveSeconds = setting(
+        60.0,
+        "DISPATCH_LEASE_SECONDS",
+        "dispatch",
+        "how long a claimed send stays this instance's without a renewal (renewed every "
+        "quarter of it; at least three times PROVIDER_TIMEOUT_SECONDS). When it runs out "
+        "(the instance died) another instance takes the send over and reconciles it",
     )
     status_poll_seconds: Seconds = setting(
         900.0,

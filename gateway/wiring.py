@@ -18,14 +18,15 @@ from gateway.services.failover import Failover, SmsRouting
 from gateway.services.inbound import InboundService
 from gateway.services.messaging import MessagingService
 from gateway.services.numbers import operator_numbers
-from gateway.services.ratelimit import CHANNEL_TEST_LIMIT, TokenBuckets
+from gateway.services.ratelimit import CHANNEL_TEST_LIMIT, buckets_for
 from gateway.services.reminders import Reminders
 from gateway.services.tenants import check_keyring
 from gateway.services.vapi_server import VapiServer
 from gateway.services.vapi_tools import TOOLS
 from gateway.services.voice import VoiceService
 from gateway.services.webhooks import WebhookService
-from gateway.store.engine import Engine
+from gateway.store.engine import DUE_MESSAGES, Engine
+from gateway.store.file_lock import ServingLock
 
 
 def open_database(settings: Settings, read_connections: int | None = None) -> Engine:
@@ -36,7 +37,9 @@ def open_database(settings: Settings, read_connections: int | None = None) -> En
     if url:
         from gateway.store.postgres import PostgresEngine  # psycopg only when it is used
 
-        return PostgresEngine(url, read_connections=readers)
+        return PostgresEngine(
+            url, write_connections=settings.typed.write_connections, read_connections=readers
+        )
     return Database(settings.database_path, readers)
 
 
@@ -80,7 +83,8 @@ class Gateway:
         self.reminders = Reminders(self.db, self.channels, self.messaging)
         self.booking = BookingService(self.db, self.channels)
         self.booking.on_booked = self.reminders.confirm
-        self.scheduler = Scheduler(settings.crons, self.cron_tick)
+        # one run per scheduled minute across instances: claimed in the database
+        self.scheduler = Scheduler(settings.crons, self.cron_tick, self.db)
         self.voice = VoiceService(self.db, settings, self.channels, self.providers)
         self.vapi = VapiServer(
             self.db,
@@ -96,7 +100,8 @@ class Gateway:
             self.db, self.providers, self.channels, self.inbound, self.voice
         )
         rule = settings.ratelimit("SEND_RATE_LIMITER")
-        self.send_limiter = TokenBuckets(rule) if rule else None
+        # shared by every instance on PostgreSQL, per process on SQLite
+        self.send_limiter = buckets_for(self.db, rule) if rule else None
         test_rule = settings.ratelimit("CHANNEL_TEST_RATE_LIMITER") or CHANNEL_TEST_LIMIT
         self.channel_tests = ChannelTests(
             self.channels,
@@ -104,11 +109,13 @@ class Gateway:
             self.messaging,
             self.dispatcher,
             send_limiter=self.send_limiter,
-            test_limiter=TokenBuckets(test_rule, what="channel tests"),
+            test_limiter=buckets_for(self.db, test_rule, what="channel tests"),
         )
         # the OpenAPI document of the app this gateway serves (set by create_app)
         self.openapi: dict[str, Any] = {}
         self.run_dispatcher = settings.typed.dispatcher != "off"
+        # a SQLite file is served by one process: the one running the dispatcher and crons
+        self.serving_lock = ServingLock(self.db.path) if isinstance(self.db, Database) else None
 
     async def cron_tick(self) -> dict[str, int]:
         """What `[triggers] crons` runs: the reminders that are due."""
@@ -117,16 +124,28 @@ class Gateway:
     def _wake(self) -> None:
         self.dispatcher.wake()
 
-    def check_send_rate(self, tenant_id: str) -> None:
+    async def check_send_rate(self, tenant_id: str) -> None:
         if self.send_limiter is not None:
-            self.send_limiter.check(tenant_id)
+            await self.send_limiter.check(tenant_id)
+
+    def hold_database(self) -> None:
+        """Serve the SQLite file alone, or raise DatabaseInUse: a second server would keep
+        its own rate limits and crons, and its start-up recovery would take this one's sends
+        in flight. PostgreSQL serves any number of instances: nothing to hold."""
+        if self.serving_lock is not None:
+            self.serving_lock.acquire()
 
     async def start(self) -> None:
         migrations.migrate(self.settings)
         self.db.start()
         await check_keyring(self.db, self.settings.keyring)
+        # a dispatcher here is woken directly; without one, the others hear of new messages
+        self.messaging.announce_due = not self.run_dispatcher
         if self.run_dispatcher:
+            self.hold_database()  # before the dispatcher's recovery takes what is in flight
             await self.dispatcher.start()
+            # messages accepted by other instances wake this dispatcher (PostgreSQL NOTIFY)
+            self.db.subscribe(DUE_MESSAGES, self.dispatcher.wake)
             self.scheduler.start()
 
     async def stop(self) -> None:
@@ -135,3 +154,5 @@ class Gateway:
             await self.dispatcher.stop()
         await self.providers.aclose()
         await self.db.close()
+        if self.serving_lock is not None:
+            self.serving_lock.release()

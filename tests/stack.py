@@ -26,6 +26,8 @@ FAST_DISPATCH = {
     "DISPATCH_BACKOFF_SECONDS": "0.02",
     "DISPATCH_BACKOFF_MAX_SECONDS": "0.1",
     "DISPATCH_RECONCILE_SECONDS": "0.3",
+    # a send not found at the provider is resent once its window (timeout + skew) closed
+    "DISPATCH_RECONCILE_SKEW_SECONDS": "3",
     "DISPATCH_POLL_SECONDS": "0.05",
     "PRICE_FETCH_DELAY_SECONDS": "0.05",
     "PROVIDER_TIMEOUT_SECONDS": "1",

@@ -98,3 +98,21 @@ async def test_attempts_count_every_attempt(stack: Stack) -> None:
     assert done["attempts"] == 3
     assert failed["attempts"] == 1
     assert tested["attempts"] == 1
+
+
+async def test_a_look_up_that_times_out_is_asked_again_not_failed(stack: Stack) -> None:
+    """A send whose answer is lost is looked up at the provider; when that look-up's own
+    answer is lost too (a read, without effect at the provider), the message is looked up
+    again later — it used to be marked failed, although the provider had it."""
+    stack.twilio.add_fault("hang")  # Twilio takes the message, its answer is lost
+    stack.twilio.lookups_to_hang = 1  # and so is the answer to the first look-up
+    stack.twilio.callback_delay = 60.0  # no status callback tells us meanwhile
+    async with stack.client() as http:
+        key = await stack.tenant(http, "acme")
+        accepted = await http.post(
+            "/api/channels/sms/send", json={"to": "+33612345678", "body": "once"}, headers=key
+        )
+        found = await wait_status(http, key, accepted.json()["id"], "sent")
+    [at_twilio] = stack.twilio.messages
+    assert found["provider_message_id"] == at_twilio["sid"]
+    assert stack.twilio.lookups_to_hang == 0, "the first look-up hung"

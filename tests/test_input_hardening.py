@@ -75,6 +75,7 @@ JSON_ENDPOINTS = [
 ]
 
 
+@pytest.mark.refused_before_the_store
 @pytest.mark.parametrize("body", HOSTILE_BODIES.values(), ids=list(HOSTILE_BODIES))
 @pytest.mark.parametrize(("method", "path", "auth"), JSON_ENDPOINTS)
 async def test_bodies_json_cannot_hold_are_400_malformed_json(
@@ -120,6 +121,7 @@ def _book(at: str) -> dict[str, Any]:
     return {"customer_name": "Ana", "customer_phone": CLIENT, "starts_at": at}
 
 
+@pytest.mark.refused_before_the_store
 @pytest.mark.parametrize("value", OUT_OF_RANGE_INSTANTS)
 @pytest.mark.parametrize(
     ("method", "path", "where", "field"),
@@ -157,6 +159,7 @@ async def test_instants_out_of_range_are_422_naming_the_field(
     assert await count(api, "rendez_vous") == 0
 
 
+@pytest.mark.refused_before_the_store
 @pytest.mark.parametrize("value", OUT_OF_RANGE_DAYS)
 @pytest.mark.parametrize(
     ("path", "params", "field"),

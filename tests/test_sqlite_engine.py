@@ -169,3 +169,23 @@ def test_a_database_that_cannot_be_opened_ends_a_command_in_one_line(
     assert code == 1
     assert err.startswith("gateway: ") and err.strip().count("\n") == 0
     assert "unable to open database file" in err
+
+
+async def test_a_closed_database_is_whole_in_its_file(tmp_path: Path) -> None:
+    """After a clean stop, the database file alone holds every committed write (the WAL was
+    checkpointed into it): a backup that copies only the file misses nothing. The writer used
+    to close before the read-only readers, and a read-only connection closing last cannot
+    checkpoint, so the writes stayed in `-wal` beside the file."""
+    path = tmp_path / "whole.sqlite3"
+    database = Database(path, read_connections=2)
+    database.start()
+    await database.execute_write("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+    for n in range(50):
+        await database.execute_write("INSERT INTO notes (body) VALUES (?)", (f"note {n}",))
+    assert len(await database.fetchall("SELECT id FROM notes")) == 50  # the readers open
+    await database.close()
+
+    copy = tmp_path / "copy.sqlite3"
+    shutil.copy(path, copy)  # the file alone, not its -wal
+    with sqlite3.connect(copy) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM notes").fetchone() == (50,)

@@ -131,7 +131,7 @@ async def _accept(ctx: Ctx, draft: Draft) -> Response:
 
 
 async def send_sms(ctx: Ctx) -> Response:
-    ctx.gw.check_send_rate(ctx.tenant.tenant.id)
+    await ctx.gw.check_send_rate(ctx.tenant.tenant.id)
     body: SmsSend = ctx.body
     draft = Draft(
         "sms",
@@ -145,7 +145,7 @@ async def send_sms(ctx: Ctx) -> Response:
 
 
 async def send_email(ctx: Ctx) -> Response:
-    ctx.gw.check_send_rate(ctx.tenant.tenant.id)
+    await ctx.gw.check_send_rate(ctx.tenant.tenant.id)
     body: EmailSend = ctx.body
     draft = Draft(
         "email", body.to, body=body.text, subject=body.subject, html_body=body.html, **_common(body)
@@ -154,7 +154,7 @@ async def send_email(ctx: Ctx) -> Response:
 
 
 async def send_whatsapp(ctx: Ctx) -> Response:
-    ctx.gw.check_send_rate(ctx.tenant.tenant.id)
+    await ctx.gw.check_send_rate(ctx.tenant.tenant.id)
     body: WhatsAppSend = ctx.body
     draft = Draft(
         "whatsapp",

@@ -29,6 +29,7 @@ SETTINGS: dict[str, type] = {
     "duplicate": bool,
     "hang_seconds": float,
     "hang_every": int,
+    "lookups_to_hang": int,
     "retry_after": int,
 }
 
@@ -64,6 +65,8 @@ class SmsEmulator(Generic[M]):
         self.hang_seconds = 30.0
         # every Nth message created gets its answer held like a `hang` fault (0: never)
         self.hang_every = 0
+        # the next N message look-ups (lists, fetches) hold their answer like a send's hang
+        self.lookups_to_hang = 0
         self.retry_after = 1
         self.create_requests = 0
         self._faults = FaultQueue(self.fault_kinds)
@@ -179,6 +182,7 @@ class SmsEmulator(Generic[M]):
         self.reorder = False
         self.duplicate = False
         self.hang_every = 0
+        self.lookups_to_hang = 0
         self.forget_messages()
 
     def _hangs(self, fault: str | None) -> bool:
@@ -186,6 +190,12 @@ class SmsEmulator(Generic[M]):
         return fault == "hang" or bool(
             self.hang_every and self.create_requests % self.hang_every == 0
         )
+
+    async def _hang_lookup(self, request: Request) -> None:
+        """Hold a look-up's answer when one is due to hang (`lookups_to_hang`)."""
+        if self.lookups_to_hang > 0:
+            self.lookups_to_hang -= 1
+            await self._hang(request)
 
     async def _hang(self, request: Request) -> None:
         generation = self._generation

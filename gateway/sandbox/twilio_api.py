@@ -139,6 +139,7 @@ class TwilioSandbox(TwilioMessages):
         denied = self._check_access(request)
         if denied is not None:
             return denied
+        await self._hang_lookup(request)
         found = self.message(request.path_params["sid"])
         if found is None:
             return error_response(404, 20404, path=request.url.path)
@@ -151,6 +152,7 @@ class TwilioSandbox(TwilioMessages):
         denied = self._check_access(request)
         if denied is not None:
             return denied
+        await self._hang_lookup(request)
         query = request.query_params
         after = query.get("DateSent>") or query.get("DateSent>=")
         since = datetime.fromisoformat(after[:10]).date() if after else None

@@ -11,8 +11,10 @@ A wall time inside the spring gap resolves to the instant after it (PEP 495, fol
 
 Capacity. A slot is free while fewer than `capacity` booked appointments overlap
 [start, end + buffer). Booking runs the idempotency check, the capacity count and the
-insert in one `write_fn`; the database runs write functions one after the other, so two
-requests for the last place cannot both see it free.
+insert in one `write_fn`, after `store.lock_bookings`: whatever the number of writers
+(write connections, instances), the writes that take a place in one tenant run one after
+the other, so two requests for the last place cannot both see it free. A reschedule takes
+the same lock; a status change only frees a place, and locks just its own row.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from gateway.services.slots import (
 )
 from gateway.store import appointments as store
 from gateway.store import tenants as tenants_store
-from gateway.store.engine import Engine
+from gateway.store.engine import Engine, UniqueViolation
 from gateway.store.paging import decode_cursor, encode_cursor
 from gateway.store.tenant_scope import ScopedConnection, TenantDB
 from gateway.store.tenants import Tenant
@@ -315,15 +317,21 @@ class BookingService:
         until = iso(at + length + rules.buffer)
         capacity = rules.settings.capacity
 
-        # check and insert are one atomic step only because SQLite runs one write_fn at a
-        # time (store.count_overlapping); several writers must serialise them
         def write(conn: ScopedConnection) -> tuple[BookingStatus, dict[str, Any] | None]:
+            store.lock_bookings(conn)  # check and insert as one step, with several writers
             existing = store.same_booking(conn, phone, row["starts_at"])
             if existing is not None:
                 return "already_booked", dict(existing)
             if store.count_overlapping(conn, row["starts_at"], until) >= capacity:
                 return "slot_taken", None
-            store.insert(conn, row)
+            try:
+                store.insert(conn, row)
+            except UniqueViolation:
+                # the same booking committed after the look above: answer it as a replay
+                existing = store.same_booking(conn, phone, row["starts_at"])
+                if existing is None:
+                    raise
+                return "already_booked", dict(existing)
             return "booked", row
 
         status, stored = await tdb.write_fn(write)
@@ -431,8 +439,9 @@ class BookingService:
         capacity = rules.settings.capacity
         buffer = rules.buffer
 
-        # atomic like book()'s write: one write_fn at a time on SQLite
         def write(conn: ScopedConnection) -> tuple[BookingStatus, dict[str, Any] | None]:
+            if at is not None:  # takes a place: serialised with bookings, like book()'s
+                store.lock_bookings(conn)
             row = store.get_locked(conn, appointment_id)
             if row is None:
                 raise NotFound(f"No appointment {appointment_id!r}", code="appointment_not_found")

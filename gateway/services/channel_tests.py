@@ -22,7 +22,7 @@ from gateway.services.channel_config import ChannelConfigService
 from gateway.services.dispatcher import Dispatcher
 from gateway.services.messaging import Draft, MessagingService
 from gateway.services.principal import TenantPrincipal
-from gateway.services.ratelimit import TokenBuckets, take_all
+from gateway.services.ratelimit import Limiter, take_all
 from gateway.validation import normalize_e164, normalize_email
 
 TEST_TEXT = "Channel Gateway test message: this channel works."
@@ -38,8 +38,8 @@ class ChannelTests:
         providers: Providers,
         messaging: MessagingService,
         dispatcher: Dispatcher,
-        send_limiter: TokenBuckets | None = None,
-        test_limiter: TokenBuckets | None = None,
+        send_limiter: Limiter | None = None,
+        test_limiter: Limiter | None = None,
     ) -> None:
         self.channels = channels
         self.providers = providers
@@ -48,13 +48,13 @@ class ChannelTests:
         self.send_limiter = send_limiter
         self.test_limiter = test_limiter
 
-    def _meter(self, tenant_id: str, channel: str) -> None:
-        claims: list[tuple[TokenBuckets, str]] = []
+    async def _meter(self, tenant_id: str, channel: str) -> None:
+        claims: list[tuple[Limiter, str]] = []
         if self.test_limiter is not None:
             claims.append((self.test_limiter, f"{tenant_id}:{channel}"))
         if self.send_limiter is not None:
             claims.append((self.send_limiter, tenant_id))
-        take_all(claims)
+        await take_all(claims)
 
     async def run(self, principal: TenantPrincipal, channel: str, to: str) -> dict[str, Any]:
         try:
@@ -90,7 +90,7 @@ class ChannelTests:
                 "outcome": "configuration",
                 "detail": f"the gateway has no {channel} provider configured",
             }
-        self._meter(principal.tenant.id, channel)
+        await self._meter(principal.tenant.id, channel)
         draft = Draft(
             channel,
             to,

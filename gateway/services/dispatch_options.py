@@ -22,6 +22,7 @@ class DispatchSettings:
     price_delay: float
     status_poll: float
     poll_interval: float
+    lease: float = 60.0  # a claim's life without renewal (>= 3 provider timeouts)
     # not settings: how many due rows one pass claims, how often a price or a status is asked
     batch: int = 64
     price_checks: int = 5
@@ -42,4 +43,5 @@ class DispatchSettings:
             price_delay=typed.price_fetch_delay_seconds,
             status_poll=typed.status_poll_seconds,
             poll_interval=typed.dispatch_poll_seconds,
+            lease=max(typed.dispatch_lease_seconds, 3 * typed.provider_timeout_seconds),
         )

@@ -12,8 +12,15 @@ Life of an outbound message row:
 Every status write here is a conditional transition (`store.move`, the rule in
 gateway/message_states.py) limited to the sends the dispatcher owns (queued, sending): a
 status a provider reported meanwhile is never overwritten. Rows are claimed inside one write
-transaction, so a row is never handed out twice; at start, rows still marked `sending` from a
-previous process are flagged for reconciliation.
+transaction, so a row is never handed out twice, whatever the number of instances.
+
+A claim is a lease (DISPATCH_LEASE_SECONDS): the instance renews the leases of the sends it
+works on every quarter of it. An instance that dies stops renewing; once its leases run out,
+another instance (or itself, restarted) claims those rows flagged for reconciliation. An
+instance never starts a request on a claim it has not renewed for longer than the lease less
+the provider timeout (it may have been frozen, and its claim taken over): that request
+could not finish before the lease ran out. On SQLite, where one process serves the file, the
+sends still in flight at start-up are the previous process's and are taken at once.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from typing import Any
 
 from gateway.config import Settings
 from gateway.errors import ApiError
-from gateway.ids import later_iso, now_iso, parse_iso
+from gateway.ids import instance_id, later_iso, now_iso, parse_iso
 from gateway.metrics import Metrics
 from gateway.providers.base import OutboundMessage, ProviderError, ProviderMessage, SendResult
 from gateway.providers.registry import Providers
@@ -38,6 +45,7 @@ from gateway.services.channel_config import ChannelConfigService, ChannelState
 from gateway.services.dispatch_options import DispatchSettings
 from gateway.services.failover import SmsRouting
 from gateway.services.followup import Followups
+from gateway.services.pacing import pacer_for
 from gateway.services.reconcile import Twin, decide
 from gateway.store import channels as channel_store
 from gateway.store import messages as store
@@ -48,23 +56,6 @@ log = logging.getLogger("gateway.dispatcher")
 
 _UNFINISHED = store.UNFINISHED
 __all__ = ["DispatchSettings", "Dispatcher"]
-
-
-class Pacer:
-    """At most `rate` sends per second per sender, spread evenly (a leaky bucket)."""
-
-    def __init__(self, rate: float) -> None:
-        self.interval = 1.0 / rate if rate > 0 else 0.0
-        self._next: dict[str, float] = {}
-
-    async def wait(self, sender: str) -> None:
-        if not self.interval:
-            return
-        now = time.monotonic()
-        slot = max(now, self._next.get(sender, now))
-        self._next[sender] = slot + self.interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
 
 
 def backoff(attempt: int, base: float, cap: float) -> float:
@@ -104,7 +95,7 @@ class Dispatcher:
         self.providers = providers
         self.metrics = metrics
         self.options = options or DispatchSettings.from_settings(settings)
-        self.pacer = Pacer(self.options.per_sender_rate)
+        self.pacer = pacer_for(db, self.options.per_sender_rate)
         self.followups = Followups(db, settings, providers, self.options)
         self._slots = asyncio.Semaphore(self.options.concurrency)
         self._wake = asyncio.Event()
@@ -113,18 +104,27 @@ class Dispatcher:
         self._loops: list[asyncio.Task[None]] = []
         self._configs: dict[tuple[str, str], tuple[float, ChannelState]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        # the claims this instance works on: message id -> (claim id, lease last renewed)
+        self._leases: dict[str, tuple[str, float]] = {}
+        self.instance = instance_id()
 
     # -- life cycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        recovered = await self.db.write_fn(lambda c: store.recover_in_flight(c, now_iso()))
+        alone = self.db.dialect == "sqlite"  # one serving process per SQLite file
+
+        def recover(conn: Connection) -> int:
+            return store.recover_in_flight(conn, now_iso(), only_process=alone)
+
+        recovered = await self.db.write_fn(recover)
         if recovered:
             log.warning(
                 "sends in flight at the last stop, to reconcile", extra={"count": recovered}
             )
         self._loops = [
             asyncio.create_task(self._dispatch_loop(), name="dispatch"),
+            asyncio.create_task(self._renew_loop(), name="leases"),
             asyncio.create_task(self.followups.run(lambda: self._stopping), name="followups"),
         ]
 
@@ -180,7 +180,9 @@ class Dispatcher:
             self._slots.release()
             free = self._free_slots()
         limit = min(free, self.options.batch)
-        rows = await self.db.write_fn(lambda c: store.claim_due(c, now_iso(), limit))
+        rows, claimed_at = await self.db.write_fn(lambda c: self._claim(c, limit))
+        for row in rows:
+            self._leases[row["id"]] = (row["claim_id"], claimed_at)
         for row in rows:
             await self._slots.acquire()
             task = asyncio.create_task(self._process(row))
@@ -197,7 +199,64 @@ class Dispatcher:
         self._tasks.discard(task)
         self._slots.release()
 
+    # -- leases -----------------------------------------------------------------------------
+
+    def _claim(self, conn: Connection, limit: int) -> tuple[list[Row], float]:
+        """Claim due rows, leased from the moment the write runs (not from when it was
+        asked for: a write may wait its turn)."""
+        claimed_at = time.monotonic()
+        until = later_iso(self.options.lease)
+        claim = store.new_claim_id(self.instance)
+        return store.claim_due(conn, now_iso(), limit, until, claim), claimed_at
+
+    async def _renew_loop(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self.options.lease / 4)
+            try:
+                await self.renew_leases()
+            except Exception:
+                log.exception("renewing the leases failed")
+
+    async def renew_leases(self) -> None:
+        """Extend the leases of the claims in work; a claim not renewed was taken over by
+        another instance (ours ran out): it is no longer this instance's to send."""
+        claims = {message_id: claim for message_id, (claim, _) in self._leases.items()}
+        if not claims:
+            return
+
+        def renew(conn: Connection) -> tuple[set[str], float]:
+            renewed_at = time.monotonic()
+            until = later_iso(self.options.lease)
+            return store.renew_leases(conn, claims, until), renewed_at
+
+        renewed, renewed_at = await self.db.write_fn(renew)
+        for message_id, claim in claims.items():
+            held = self._leases.get(message_id)
+            if held is None or held[0] != claim:
+                continue  # finished meanwhile
+            if message_id in renewed:
+                self._leases[message_id] = (claim, renewed_at)
+            else:
+                # the row is under another claim now (or settled by a callback)
+                del self._leases[message_id]
+                log.info("a claim ended elsewhere", extra={"message_id": message_id})
+
+    def _still_ours(self, message_id: str) -> bool:
+        """Whether a request for this claim may start now: its lease was renewed recently
+        enough that the request ends (or times out) before the lease could run out."""
+        lease = self._leases.get(message_id)
+        if lease is None:
+            return False
+        margin = self.options.lease - self.options.provider_timeout
+        return time.monotonic() - lease[1] < margin
+
     async def _process(self, row: Row) -> None:
+        try:
+            await self._attempt(row)
+        finally:
+            self._leases.pop(row["id"], None)
+
+    async def _attempt(self, row: Row) -> None:
         try:
             if row["needs_reconciliation"]:
                 await self._reconcile(row)
@@ -239,10 +298,21 @@ class Dispatcher:
         """Send one held message at once, on the path every message takes, and say how it
         went (the channel test). Its channel may still be off; a transient failure fails it
         rather than retrying it later."""
-        rows = await self.db.write_fn(lambda c: store.claim_held(c, message_id, now_iso()))
+
+        def claim(conn: Connection) -> tuple[list[Row], float]:
+            claimed_at = time.monotonic()
+            until = later_iso(self.options.lease)
+            claim = store.new_claim_id(self.instance)
+            return store.claim_held(conn, message_id, now_iso(), until, claim), claimed_at
+
+        rows, claimed_at = await self.db.write_fn(claim)
         if not rows:
             return ProviderError("permanent", "the message is not waiting to be sent")
-        return await self._send(rows[0], retry=False, tested=True)
+        self._leases[message_id] = (rows[0]["claim_id"], claimed_at)
+        try:
+            return await self._send(rows[0], retry=False, tested=True)
+        finally:
+            self._leases.pop(message_id, None)
 
     async def _send(
         self, row: Row, *, retry: bool = True, tested: bool = False
@@ -284,6 +354,11 @@ class Dispatcher:
             status_callback=self._status_callback(row),
         )
         await self.pacer.wait(row["from_address"] or channel)
+        if not self._still_ours(row["id"]):
+            # frozen or cut off from the database for most of a lease: another instance may
+            # hold this claim now; it reconciles the row (nothing was sent)
+            log.warning("claim too old to send on", extra={"message_id": row["id"]})
+            return ProviderError("unknown", "the claim ran out before the request left")
         started = time.perf_counter()
         try:
             result = await sender.send(message)
@@ -335,7 +410,7 @@ class Dispatcher:
 
         def write(conn: Connection) -> Row | None:
             switched = store.switch_provider(
-                conn, row["id"], row["provider"], chosen, number, now_iso()
+                conn, row["id"], row["provider"], chosen, number, now_iso(), row["claim_id"]
             )
             if switched is not None:
                 store.insert_event(
@@ -420,8 +495,8 @@ class Dispatcher:
             try:
                 return record(conn)
             except UniqueViolation:  # another message holds that provider id
-                # the transaction goes on after the failed statement: SQLite allows it, and
-                # PostgreSQL only inside a savepoint taken before record()
+                # the transaction goes on after the failed statement: SQLite allows it; on
+                # PostgreSQL the engine replays this function with a savepoint per statement
                 holder = store.holder_of(conn, result.provider, sid)
                 if holder is None or holder == row["id"]:
                     raise
@@ -502,7 +577,9 @@ class Dispatcher:
         fields = {**fields, "updated_at": now_iso()}
 
         def write(conn: Connection) -> bool:
-            moved = store.move(conn, row["id"], status, fields, only_from=_UNFINISHED)
+            moved = store.move(
+                conn, row["id"], status, fields, only_from=_UNFINISHED, claim=row["claim_id"]
+            )
             store.insert_event(
                 conn, row["id"], row["tenant_id"], "dispatcher", status, moved, payload
             )
@@ -523,7 +600,9 @@ class Dispatcher:
         channel = row["channel"]
 
         def write(conn: Connection) -> bool:
-            moved = store.move(conn, row["id"], "failed", fields, only_from=_UNFINISHED)
+            moved = store.move(
+                conn, row["id"], "failed", fields, only_from=_UNFINISHED, claim=row["claim_id"]
+            )
             store.insert_event(
                 conn,
                 row["id"],
@@ -588,7 +667,9 @@ class Dispatcher:
         try:
             listed = await lookup.find_sent(row["to_address"], row["from_address"], since)
         except ProviderError as exc:
-            if exc.kind == "transient":
+            # a look-up is a read: one whose answer was lost (unknown) changed nothing at the
+            # provider and is simply asked again, as a transient failure is
+            if exc.kind in ("transient", "unknown"):
                 await self._mark_unknown(row, exc)  # look again later
             else:
                 await self._fail(row, _unknown_outcome(f"looking it up failed: {exc.reason}"))
@@ -617,7 +698,19 @@ class Dispatcher:
                 ),
             )
         else:
-            await self._requeue_absent(row)
+            # absent from the provider's records: proof only once the attempt's window has
+            # closed, for a request the provider got may be processed late (our timeout
+            # fired, or its queue was slow): until then, look again at the window's end
+            mine = next(t for t in group if t.id == row["id"])
+            closes = mine.attempted + deadline + skew
+            if now < closes:
+                await self._mark_unknown(
+                    row,
+                    ProviderError("unknown", "not at the provider yet; looking again"),
+                    delay=(closes - now).total_seconds(),
+                )
+            else:
+                await self._requeue_absent(row)
 
     async def _adopt(self, row: Row, found: ProviderMessage) -> None:
         result = SendResult(
@@ -639,7 +732,9 @@ class Dispatcher:
 
         def write(conn: Connection) -> None:
             store.move(conn, row["id"], "sent", {"updated_at": now}, only_from=_UNFINISHED)
-            store.update_message(conn, row["id"], {"needs_reconciliation": 0})
+            store.update_message(
+                conn, row["id"], {"needs_reconciliation": 0, "next_attempt_at": None}
+            )
 
         await self.db.write_fn(write)
 
@@ -655,6 +750,7 @@ class Dispatcher:
                 "queued",
                 {"needs_reconciliation": 0, "next_attempt_at": now, "updated_at": now},
                 only_from=frozenset({"sending"}),
+                claim=row["claim_id"],  # the look-up was made under this claim
             )
             if moved:
                 store.insert_event(

@@ -22,7 +22,7 @@ from gateway.services.failover import SmsRouting
 from gateway.services.principal import TenantPrincipal
 from gateway.services.templates import render
 from gateway.store import messages as store
-from gateway.store.engine import Row, UniqueViolation
+from gateway.store.engine import DUE_MESSAGES, Row, UniqueViolation, announce
 from gateway.store.tenant_scope import ScopedConnection
 
 
@@ -59,6 +59,10 @@ class MessagingService:
         self.channels = channels
         self.metrics = metrics
         self.wake = wake
+        # Whether an accepted message is announced to the other instances (PostgreSQL
+        # NOTIFY): only when this process has no dispatcher of its own to wake. Notifying
+        # commits queue on one database-wide lock: +9 to +40 % per write with 3 writers.
+        self.announce_due = True
         self.sms = sms
 
     async def accept(
@@ -91,10 +95,13 @@ class MessagingService:
         row.update(idempotency_key=idempotency_key, request_hash=request_hash)
         if hold:
             row["next_attempt_at"] = None
+        announced = self.announce_due and not hold and row["next_attempt_at"] <= row["created_at"]
 
         def write(conn: ScopedConnection) -> Row:
             store.insert_message(conn, row)
             store.insert_event(conn, row["id"], row["tenant_id"], "api", "queued", True, {})
+            if announced:  # the other instances' dispatchers hear it at commit
+                announce(conn, DUE_MESSAGES)
             # the row as committed, read back in the same transaction: no extra round trip
             return store.inserted_message(conn, row["id"])
 

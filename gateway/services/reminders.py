@@ -4,8 +4,9 @@ A confirmation goes out after a booking on the tenant's SMS channel when it is e
 WhatsApp), plus email when that channel is enabled and the contact gave an address. Reminders
 go out 24 h and 1 h before. Exactly once, even across restarts: each message is accepted with
 an idempotency key derived from the appointment (accepting twice returns the same message),
-and only then is the appointment marked — a crash between the two is repaired by the next
-tick, which gets the same message back.
+and only then is the appointment marked — a crash between the two is repaired by a later
+tick, which gets the same message back. A tick claims each reminder before sending it (a
+lease of `CLAIM_LEASE`), so ticks of several instances, even overlapping, share the work.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ REMINDERS = (
     ("24h", timedelta(hours=24), timedelta(hours=1)),
     ("1h", timedelta(hours=1), timedelta(0)),
 )
+# how long a tick's claim on a reminder holds: past it, the tick is taken to have died and
+# another may send the reminder (the same message, by its idempotency key)
+CLAIM_LEASE = timedelta(minutes=5)
 
 
 class Reminders:
@@ -149,31 +153,42 @@ class Reminders:
             )
 
     async def tick(self, now: datetime | None = None) -> int:
-        """Send the reminders that are due; returns how many appointments were reminded."""
+        """Send the reminders that are due; returns how many appointments were reminded.
+        Each is claimed first (`store.claim_reminders`), so ticks running at once on
+        several instances share the work instead of repeating it."""
         now = now or datetime.now(UTC)
+        claimed_at, stale_before = iso(now), iso(now - CLAIM_LEASE)
         sent = 0
         for kind, before, until in REMINDERS:
             window = (iso(now + until), iso(now + before), int(before.total_seconds()))
 
-            def due(conn: Connection, k: str = kind, w: tuple[str, str, int] = window) -> list[Row]:
-                return store.due_reminders(conn, k, *w, 200)
+            def claim(
+                conn: Connection, k: str = kind, w: tuple[str, str, int] = window
+            ) -> list[Row]:
+                return store.claim_reminders(conn, k, *w, claimed_at, stale_before, 200)
 
-            for row in await self.db.read_fn(due):
-                principal = await self._principal(row["tenant_id"])
-                if principal is None:
-                    continue
-                message_id = await self.send(principal, dict(row), f"reminder_{kind}")
-                if message_id is None:
-                    continue
-
-                def mark(
-                    conn: Connection,
-                    rid: str = row["id"],
-                    k: str = kind,
-                    mid: str = message_id,
-                ) -> None:
-                    store.mark_reminder(conn, rid, k, mid, now_iso())
-
-                await self.db.write_fn(mark)
-                sent += 1
+            for row in await self.db.write_fn(claim):
+                if await self._remind(dict(row), kind, claimed_at):
+                    sent += 1
         return sent
+
+    async def _remind(self, appointment: dict[str, Any], kind: str, claimed_at: str) -> bool:
+        """Send one claimed reminder and mark it; a reminder nothing could carry is given
+        back for the next tick."""
+        appointment_id = appointment["id"]
+        principal = await self._principal(appointment["tenant_id"])
+        message_id = None
+        if principal is not None:
+            message_id = await self.send(principal, appointment, f"reminder_{kind}")
+        if message_id is None:
+            await self.db.write_fn(
+                lambda conn: store.release_reminder(conn, appointment_id, kind, claimed_at)
+            )
+            return False
+        starts_at = appointment["starts_at"]
+        await self.db.write_fn(
+            lambda conn: store.mark_reminder(
+                conn, appointment_id, kind, message_id, now_iso(), starts_at
+            )
+        )
+        return True

@@ -552,11 +552,12 @@ class VoiceService:
         self, tenant_id: str, vapi_call_id: str, fields: dict[str, Any]
     ) -> None:
         """Apply a Vapi report to the call the bridge recorded, or record the call when Vapi
-        reports one the bridge never saw (a number imported into Vapi, say)."""
+        reports one the bridge never saw (a number imported into Vapi, say): once, even when
+        two reports of it reach two instances at the same time."""
 
         def write(conn: Connection) -> None:
             if not call_store.update_call_by_vapi_id(conn, vapi_call_id, fields):
-                call_store.insert_call(conn, {"tenant_id": tenant_id, "vapi_call_id": vapi_call_id})
+                call_store.insert_reported_call(conn, tenant_id, vapi_call_id)
                 call_store.update_call_by_vapi_id(conn, vapi_call_id, fields)
 
         await self.db.write_fn(write)

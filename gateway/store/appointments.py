@@ -2,7 +2,16 @@
 
 Times are stored as ISO-8601 UTC text with milliseconds (`ids.iso`), so comparing them as
 text compares the instants. The write helpers take a `ScopedConnection`: the booking service
-runs check and insert inside one `write_fn`, which the single writer serialises.
+runs check and insert inside one `write_fn`.
+
+Several writers. A place is taken by counting the booked appointments that overlap it, then
+inserting (or moving) one: two transactions that count at once would both see the last
+place free. `lock_bookings` serialises them per tenant, taken first in every write that takes
+a place. SQLite needs nothing: it runs one write transaction at a time. On PostgreSQL it is a
+transaction-scoped advisory lock on the tenant, rather than `SELECT … FOR UPDATE` of the
+tenant's row: a row lock FOR UPDATE also blocks every insert that checks a foreign key to
+that tenant (its messages, calls, events: `FOR KEY SHARE`) and any update of the tenant; the
+advisory lock guards booking alone, writes nothing, and is released at commit or rollback.
 """
 
 from __future__ import annotations
@@ -79,6 +88,20 @@ def public_appointment(row: Row | dict[str, Any], tz: tzinfo) -> dict[str, Any]:
 
 # -- inside a write transaction -----------------------------------------------------------
 
+# the first key of the two-key advisory locks of booking: a space of their own, apart from
+# the one-key (bigint) locks of migrations and message claims; the second key is the tenant's
+_BOOKING_LOCKS = 0x626B  # "bk"
+
+
+def lock_bookings(conn: ScopedConnection) -> None:
+    """Until this transaction ends, no other write of this tenant takes a place: take it
+    before `same_booking` and `count_overlapping`, so that they see every booking committed
+    before. Two tenants whose ids hash alike share a lock: slower, never wrong."""
+    if conn.dialect == "postgres":
+        # READ COMMITTED: each later statement takes a fresh snapshot, and the previous
+        # holder's commit is visible by the time its lock is released
+        conn.execute(f"SELECT pg_advisory_xact_lock({_BOOKING_LOCKS}, hashtext(:tenant_id))")
+
 
 def insert(conn: ScopedConnection, row: dict[str, Any]) -> None:
     values = {name: row.get(name) for name in _INSERT_COLUMNS if name != "tenant_id"}
@@ -88,18 +111,21 @@ def insert(conn: ScopedConnection, row: dict[str, Any]) -> None:
 
 
 def get_locked(conn: ScopedConnection, appointment_id: str) -> Row | None:
+    """The appointment, which no other write changes until this transaction ends (SQLite:
+    the one writer; PostgreSQL: its row locked, read as last committed)."""
+    lock = " FOR UPDATE" if conn.dialect == "postgres" else ""
     row: Row | None = conn.execute(
-        "SELECT * FROM rendez_vous WHERE tenant_id = :tenant_id AND id = :id",
+        "SELECT * FROM rendez_vous WHERE tenant_id = :tenant_id AND id = :id" + lock,
         {"id": appointment_id},
     ).fetchone()
     return row
 
 
 def same_booking(conn: ScopedConnection, phone: str, starts_at: str) -> Row | None:
-    """The booked appointment of this phone at this start, if any (the idempotency key)."""
-    # Always found here, before the caller's insert, only while one write runs at a time
-    # (SQLite): with several writers the same booking may commit in between, and the insert
-    # then fails on ux_rendez_vous_same_booking (a UniqueViolation).
+    """The booked appointment of this phone at this start, if any (the idempotency key).
+    Found before the caller's insert when `lock_bookings` was taken first; should the same
+    booking commit in between all the same, the insert fails on ux_rendez_vous_same_booking
+    (a UniqueViolation), which the caller answers like this one."""
     row: Row | None = conn.execute(
         "SELECT * FROM rendez_vous WHERE tenant_id = :tenant_id AND status = 'booked' "
         "AND customer_phone = :phone AND starts_at = :starts_at",
@@ -118,11 +144,8 @@ def _not_before(start: str) -> str:
 def count_overlapping(
     conn: ScopedConnection, start: str, until: str, exclude_id: str | None = None
 ) -> int:
-    """Booked appointments overlapping [start, until)."""
-    # The caller books when this is below capacity. Still true when its insert commits only
-    # because SQLite runs one write transaction at a time: no booking commits in between.
-    # Several writers need count and insert serialised (per tenant, say, by a lock taken
-    # before counting), else two requests for the last place both see it free.
+    """Booked appointments overlapping [start, until). The caller books when this is below
+    capacity: still true when its insert commits only under `lock_bookings`."""
     params = {"start": start, "until": until, "not_before": _not_before(start)}
     if exclude_id is not None:
         params["exclude"] = exclude_id

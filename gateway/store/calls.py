@@ -91,7 +91,12 @@ class LoggedCall:
 
 
 def insert_call(conn: Connection, fields: dict[str, Any]) -> LoggedCall:
-    """Log an inbound call once per CallSid: a retry of the same CallSid finds the first row."""
+    """Log an inbound call once per CallSid: a retry of the same CallSid finds the first row.
+
+    The row is the claim on the call across instances. No statement fails on a retry, so the
+    transaction stays usable on PostgreSQL: an insert racing another instance's waits for
+    that one's commit, does nothing, and the SELECT after it (a new snapshot under READ
+    COMMITTED) reads the winner's row."""
     values = {name: fields.get(name) for name in _INSERT_FIELDS}
     values["metadata"] = json.dumps(fields.get("metadata") or {})
     values["status"] = values["status"] or "ringing"
@@ -114,6 +119,19 @@ def insert_call(conn: Connection, fields: dict[str, Any]) -> LoggedCall:
         (values["call_sid"],),
     ).fetchone()
     return LoggedCall.from_row(row)
+
+
+def insert_reported_call(conn: Connection, tenant_id: str, vapi_call_id: str) -> None:
+    """Log a call Vapi reports that no voice webhook logged (a number imported into Vapi),
+    once per Vapi call id: reports of one call may reach several instances at once, and the
+    one that loses the race finds the winner's row."""
+    now = now_iso()
+    conn.execute(
+        "INSERT INTO call_logs (id, tenant_id, vapi_call_id, status, metadata, created_at, "
+        "updated_at) VALUES (?, ?, ?, 'ringing', '{}', ?, ?) "
+        "ON CONFLICT (vapi_call_id) DO NOTHING",
+        (new_id("call"), tenant_id, vapi_call_id, now, now),
+    )
 
 
 def update_call(conn: Connection | ScopedConnection, call_id: str, fields: dict[str, Any]) -> int:

@@ -76,6 +76,34 @@ class Engine(Protocol):
 
     async def fetchone(self, sql: str, params: Params = ()) -> Any: ...
 
+    def subscribe(self, channel: str, callback: Callable[[], None]) -> None:
+        """Call `callback` (from another thread) whenever a transaction that `announce`d on
+        `channel` commits, in any process on this database, and once after each (re)connect:
+        what was announced while nobody listened is due as well. Stopped by `close()`.
+        SQLite: nothing to hear, one process writes (its services wake each other)."""
+        ...
+
+
+# the channel on which a write announces messages due at once (the dispatchers listen)
+DUE_MESSAGES = "gateway_due_messages"
+
+
+class _Announcer(Protocol):
+    @property
+    def dialect(self) -> Dialect: ...
+
+    def execute(self, sql: str, params: Mapping[str, Any], /) -> Cursor: ...
+
+
+def announce(conn: _Announcer, channel: str, tenant_id: str = "") -> None:
+    """Inside a write function (a tenant-scoped connection too): tell the listeners of
+    `channel` when this transaction commits. PostgreSQL: `pg_notify`, delivered at commit,
+    never for a rollback; SQLite: nothing (one process)."""
+    if conn.dialect == "postgres":
+        conn.execute(
+            "SELECT pg_notify(:channel, :tenant_id)", {"channel": channel, "tenant_id": tenant_id}
+        )
+
 
 class DatabaseError(Exception):
     """A statement the engine could not run (the driver's error is the `__cause__`)."""

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
-from gateway.ids import new_id, now_iso
+from gateway.ids import iso, new_id, now_iso, parse_iso
 from gateway.message_states import FINAL, MESSAGE_RANK, UNFINISHED, sources
 from gateway.store.dialect import same
 from gateway.store.engine import Connection, Dialect, Engine, Row
@@ -213,34 +214,72 @@ def remove_suppression(conn: Connection, tenant_id: str, channel: str, address: 
 # text: messages the provider cannot tell apart) is being sent or reconciled, so at most one
 # twin's outcome is ever unknown at a time and a lost answer can always be matched to it
 # (gateway/services/reconcile.py).
+#
+# A claimed message is leased: `next_attempt_at` of a `sending` row is when its claim runs
+# out unless the claiming instance renews it (`renew_leases`). A lease that ran out means the
+# instance died (or froze) with the send in flight: the row is due again, and whoever claims
+# it next reconciles it (looks it up at the provider), never sends it blindly.
 def _due_sql(dialect: Dialect) -> str:
+    # PostgreSQL: rows another transaction is claiming are skipped, not waited for
+    lock = " FOR UPDATE OF m SKIP LOCKED" if dialect == "postgres" else ""
     return f"""
 SELECT * FROM channel_messages_log m
 WHERE m.status IN ('queued', 'sending') AND m.next_attempt_at IS NOT NULL
   AND m.next_attempt_at <= :now
-  AND (m.status = 'sending' OR NOT EXISTS (
+  AND (m.status = 'sending' OR NOT EXISTS ({_twin_sending_sql(dialect)}))
+ORDER BY m.next_attempt_at LIMIT :limit{lock}
+"""
+
+
+def _twin_sending_sql(dialect: Dialect) -> str:
+    return f"""
     SELECT 1 FROM channel_messages_log t
     WHERE t.to_address = m.to_address AND t.channel = m.channel AND t.status = 'sending'
       AND t.provider_message_id IS NULL AND t.id != m.id
       AND {same(dialect, "t.provider", "m.provider")}
       AND {same(dialect, "t.from_address", "m.from_address")}
-      AND {same(dialect, "t.body", "m.body")}))
-ORDER BY m.next_attempt_at LIMIT :limit
-"""
+      AND {same(dialect, "t.body", "m.body")}"""
 
 
 _DUE: dict[Dialect, str] = {"sqlite": _due_sql("sqlite"), "postgres": _due_sql("postgres")}
 
+# PostgreSQL, several writers: two instances can each select a different twin of one group
+# (neither sees the other's uncommitted claim). A transaction-scoped advisory lock per twin
+# group serialises them: a group locked by another claim right now is skipped, and once the
+# lock is ours, a fresh statement sees any twin claimed and committed before.
+_GROUP_LOCKS = """
+WITH picked AS MATERIALIZED (
+  SELECT id, provider, to_address, from_address, body, channel
+  FROM channel_messages_log WHERE id = ANY(:ids))
+SELECT id FROM picked WHERE pg_try_advisory_xact_lock(hashtextextended(
+  concat_ws(chr(31), provider, to_address, from_address, body, channel), 7))
+"""
+_STILL_ALONE = f"""
+SELECT m.id FROM channel_messages_log m
+WHERE m.id = ANY(:ids) AND NOT EXISTS ({_twin_sending_sql("postgres")})
+"""
 
-def claim_due(conn: Connection, now: str, limit: int) -> list[Row]:
-    """Take up to `limit` due messages: queued ones become `sending` (attempt counted, its
-    start recorded); ones waiting for reconciliation are returned as they are. Of twins due
-    together only the first is taken."""
-    # One writer at a time: on SQLite nothing else writes between this select and the update
-    # below (one write transaction at a time), which is all that keeps a row from being
-    # claimed twice and two twins from both passing the "no twin sending" check of _DUE.
-    # Several writers need the rows locked (FOR UPDATE SKIP LOCKED) and the twin check
-    # serialised per (provider, recipient, sender, text).
+DEFAULT_LEASE_SECONDS = 60.0
+
+
+def claim_due(
+    conn: Connection,
+    now: str,
+    limit: int,
+    lease_until: str | None = None,
+    claim_id: str | None = None,
+) -> list[Row]:
+    """Take up to `limit` due messages, leased until `lease_until` (default: a minute after
+    `now`) under a new claim (`claim_id`, in each returned row): queued ones become
+    `sending` (attempt counted, its start recorded); `sending` ones are returned flagged for
+    reconciliation — those waiting for it, and those whose lease ran out. Of twins due
+    together only the first is taken.
+
+    Safe with several writers: on SQLite one write transaction runs at a time, so nothing
+    claims between the select and the update; on PostgreSQL the select locks the rows it
+    returns and skips those another claim holds, and twin groups are locked as above."""
+    until = lease_until or later_than(now, DEFAULT_LEASE_SECONDS)
+    claim = claim_id or new_claim_id()
     rows = conn.execute(_DUE[conn.dialect], {"now": now, "limit": limit}).fetchall()
     chosen: list[Row] = []
     groups: set[tuple[Any, ...]] = set()
@@ -250,6 +289,8 @@ def claim_due(conn: Connection, now: str, limit: int) -> list[Row]:
             continue
         groups.add(group)
         chosen.append(row)
+    if chosen and conn.dialect == "postgres":
+        chosen = _alone_in_their_group(conn, chosen)
     if not chosen:
         return []
     ids = [r["id"] for r in chosen]
@@ -257,34 +298,100 @@ def claim_due(conn: Connection, now: str, limit: int) -> list[Row]:
         "UPDATE channel_messages_log SET "
         "attempts = attempts + CASE WHEN status = 'queued' THEN 1 ELSE 0 END, "
         "attempted_at = CASE WHEN status = 'queued' THEN :now ELSE attempted_at END, "
-        "status = 'sending', next_attempt_at = NULL, updated_at = :now "
+        "needs_reconciliation = CASE WHEN status = 'sending' THEN 1 "
+        "ELSE needs_reconciliation END, "
+        "status = 'sending', next_attempt_at = :until, claim_id = :claim, updated_at = :now "
         f"WHERE id IN ({', '.join(f':id{n}' for n in range(len(ids)))}) "
         "AND status IN ('queued', 'sending') RETURNING *",
-        {"now": now, **{f"id{n}": i for n, i in enumerate(ids)}},
+        {
+            "now": now,
+            "until": until,
+            "claim": claim,
+            **{f"id{n}": i for n, i in enumerate(ids)},
+        },
     ).fetchall()
+    for row in chosen:
+        if row["status"] == "sending" and not row["needs_reconciliation"]:
+            # the instance that claimed it stopped renewing: it died or froze mid-send
+            insert_event(
+                conn,
+                row["id"],
+                row["tenant_id"],
+                "dispatcher",
+                "sending",
+                True,
+                {"reconcile": True, "error": "the claim of another instance ran out"},
+            )
     # what the dispatcher works with: the rows as claimed, in the order they were due
     order = {message_id: n for n, message_id in enumerate(ids)}
     return sorted(claimed, key=lambda r: order[r["id"]])
 
 
-def claim_held(conn: Connection, message_id: str, now: str) -> list[Row]:
-    """Take one held message (queued, not due: a channel test) for an attempt now."""
+def _alone_in_their_group(conn: Connection, chosen: list[Row]) -> list[Row]:
+    queued = [r["id"] for r in chosen if r["status"] == "queued"]
+    if not queued:
+        return chosen
+    locked = {r[0] for r in conn.execute(_GROUP_LOCKS, {"ids": queued}).fetchall()}
+    alone = {r[0] for r in conn.execute(_STILL_ALONE, {"ids": sorted(locked)}).fetchall()}
+    return [r for r in chosen if r["status"] == "sending" or r["id"] in alone]
+
+
+def later_than(instant: str, seconds: float) -> str:
+    """The stored form of `seconds` after the stored instant `instant`."""
+    return iso(parse_iso(instant) + timedelta(seconds=seconds))
+
+
+def new_claim_id(instance: str | None = None) -> str:
+    """A new claim's id; it names the instance that holds it (`clm_<host:pid>_<ulid>`), so
+    an operator (and a test) can tell whose claims are in flight."""
+    return f"clm_{instance}_{new_id('x')[2:]}" if instance else new_id("clm")
+
+
+def renew_leases(conn: Connection, claims: Mapping[str, str], until: str) -> set[str]:
+    """Extend the leases of the claims an instance still works on (message id -> claim id);
+    returns the ids renewed. A claim another instance took over since (its lease had run
+    out) has another claim id now and is not renewed, so the instance that lost it learns
+    it."""
+    if not claims:
+        return set()
+    params: dict[str, Any] = {"until": until}
+    wanted = []
+    for n, (message_id, claim) in enumerate(claims.items()):
+        params[f"i{n}"], params[f"c{n}"] = message_id, claim
+        wanted.append(f"(id = :i{n} AND claim_id = :c{n})")
+    rows = conn.execute(
+        "UPDATE channel_messages_log SET next_attempt_at = :until "
+        f"WHERE status = 'sending' AND ({' OR '.join(wanted)}) RETURNING id",
+        params,
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def claim_held(
+    conn: Connection, message_id: str, now: str, lease_until: str, claim_id: str | None = None
+) -> list[Row]:
+    """Take one held message (queued, not due: a channel test) for an attempt now, under a
+    new claim leased until `lease_until`."""
     return conn.execute(
         "UPDATE channel_messages_log SET status = 'sending', attempts = attempts + 1, "
-        "attempted_at = :now, updated_at = :now "
+        "attempted_at = :now, updated_at = :now, next_attempt_at = :until, claim_id = :claim "
         "WHERE id = :id AND status = 'queued' AND next_attempt_at IS NULL RETURNING *",
-        {"id": message_id, "now": now},
+        {"id": message_id, "now": now, "until": lease_until, "claim": claim_id or new_claim_id()},
     ).fetchall()
 
 
-def recover_in_flight(conn: Connection, now: str) -> int:
-    """At start-up: sends that were in flight when the process died have an unknown outcome."""
-    # every `sending` row is this process's own only while one process serves the database:
-    # with several instances, one starting must not take the sends another has in flight
-    # (a lease per claim tells the dead instance's rows from the live ones')
+def recover_in_flight(conn: Connection, now: str, *, only_process: bool) -> int:
+    """At start-up: flag for reconciliation the sends that have an unknown outcome.
+
+    `only_process`: this process is the only one serving the database (SQLite, whose
+    serving process holds the file): every send still in flight was a dead process's, and
+    is taken now rather than when its lease runs out. Otherwise (PostgreSQL, where other
+    instances are live) only claims without a lease, left by a version that had none."""
+    live = "" if only_process else " AND next_attempt_at IS NULL"
     return conn.execute(
         "UPDATE channel_messages_log SET needs_reconciliation = 1, next_attempt_at = ?, "
-        "updated_at = ? WHERE status = 'sending' AND next_attempt_at IS NULL",
+        "updated_at = ? WHERE status = 'sending' AND (needs_reconciliation = 0 "
+        f"OR next_attempt_at IS NULL){live}",
         (now, now),
     ).rowcount
 
@@ -297,6 +404,7 @@ def move(
     *,
     only_from: frozenset[str] | None = None,
     fill: dict[str, Any] | None = None,
+    claim: str | None = None,
 ) -> bool:
     """The one way a message's status changes: set `status` (and `fields` with it; `fill`
     only where still empty) only when the rule of gateway/message_states.py allows the move
@@ -304,25 +412,34 @@ def move(
     whether the move applied.
 
     A move back to `queued` also needs the row to have no provider message id: once a
-    provider has taken a message, it is never sent again."""
+    provider has taken a message, it is never sent again. `claim`: only while the row is
+    still under that claim (a dispatcher's write on behalf of its claim)."""
     allowed = sources(status, only_from)
     if not allowed:
         return False
     values = {**(fields or {}), "status": status}
     extra = fill or {}
-    sql = _move_sql(status, tuple(values), tuple(extra), allowed)
+    sql = _move_sql(status, tuple(values), tuple(extra), allowed, claim is not None)
     params = {**values, **{f"_fill_{k}": v for k, v in extra.items()}, "_id": message_id}
+    if claim is not None:
+        params["_claim"] = claim
     return bool(conn.execute(sql, params).rowcount)
 
 
 @functools.lru_cache(maxsize=256)
 def _move_sql(
-    status: str, names: tuple[str, ...], filled: tuple[str, ...], allowed: tuple[str, ...]
+    status: str,
+    names: tuple[str, ...],
+    filled: tuple[str, ...],
+    allowed: tuple[str, ...],
+    claimed: bool,
 ) -> str:
     assignments = [f"{name} = :{name}" for name in names]
     assignments += [f"{name} = COALESCE({name}, :_fill_{name})" for name in filled]
     marks = ", ".join(f"'{s}'" for s in allowed)  # statuses of our own ladder, not input
     guard = " AND provider_message_id IS NULL" if status == "queued" else ""
+    if claimed:
+        guard += " AND claim_id = :_claim"
     return (
         f"UPDATE channel_messages_log SET {', '.join(assignments)} "
         f"WHERE id = :_id AND status IN ({marks}){guard}"
@@ -372,19 +489,23 @@ def find_by_id(conn: Connection, message_id: str) -> Row | None:
 
 
 def price_due(conn: Connection, now: str, limit: int) -> list[Row]:
-    # taken once because, on SQLite, no other write runs between the select and the update
-    # (one writer); several writers need the rows locked (FOR UPDATE SKIP LOCKED)
+    """Messages whose provider price is due to be asked for, taken (due time cleared) in
+    one transaction: on PostgreSQL the rows are locked, and rows another writer is taking
+    are skipped, so each is handed out once whatever the number of writers."""
+    return _take_due(conn, "price_due_at", now, limit)
+
+
+def _take_due(conn: Connection, column: str, now: str, limit: int) -> list[Row]:
+    lock = " FOR UPDATE SKIP LOCKED" if conn.dialect == "postgres" else ""
     rows = conn.execute(
-        "SELECT * FROM channel_messages_log WHERE price_due_at IS NOT NULL "
-        "AND price_due_at <= ? ORDER BY price_due_at LIMIT ?",
+        f"SELECT * FROM channel_messages_log WHERE {column} IS NOT NULL "
+        f"AND {column} <= ? ORDER BY {column} LIMIT ?{lock}",
         (now, limit),
     ).fetchall()
     ids: Sequence[str] = [r["id"] for r in rows]
     if ids:
         marks = ", ".join("?" for _ in ids)
-        conn.execute(
-            f"UPDATE channel_messages_log SET price_due_at = NULL WHERE id IN ({marks})", ids
-        )
+        conn.execute(f"UPDATE channel_messages_log SET {column} = NULL WHERE id IN ({marks})", ids)
     return rows
 
 
@@ -472,20 +593,9 @@ def unsettled_twins(
 
 
 def poll_due(conn: Connection, now: str, limit: int) -> list[Row]:
-    """Messages a provider took whose final status has not come: to ask the provider."""
-    # taken once for the same reason as price_due: one writer at a time on SQLite
-    rows = conn.execute(
-        "SELECT * FROM channel_messages_log WHERE poll_due_at IS NOT NULL "
-        "AND poll_due_at <= ? ORDER BY poll_due_at LIMIT ?",
-        (now, limit),
-    ).fetchall()
-    if rows:
-        marks = ", ".join("?" for _ in rows)
-        conn.execute(
-            f"UPDATE channel_messages_log SET poll_due_at = NULL WHERE id IN ({marks})",
-            [r["id"] for r in rows],
-        )
-    return rows
+    """Messages a provider took whose final status has not come: to ask the provider
+    (taken as `price_due` takes them)."""
+    return _take_due(conn, "poll_due_at", now, limit)
 
 
 async def recent_tenants_for_recipient(
@@ -511,15 +621,17 @@ def switch_provider(
     new: str,
     from_address: str | None,
     now: str,
+    claim: str | None,
 ) -> Row | None:
     """Hand a message being sent to another provider (failover), before the request leaves;
-    only while it is this attempt's, with no outcome to reconcile. Returns the row as it is
-    now, None when it was not switched."""
+    only while it is this attempt's (this claim's), with no outcome to reconcile. Returns
+    the row as it is now, None when it was not switched."""
     row: Row | None = conn.execute(
         "UPDATE channel_messages_log SET provider = ?, from_address = ?, updated_at = ? "
         "WHERE id = ? AND provider = ? AND status = 'sending' AND needs_reconciliation = 0 "
-        "AND provider_message_id IS NULL RETURNING *",
-        (new, from_address, now, message_id, old),
+        f"AND provider_message_id IS NULL AND {same(conn.dialect, 'claim_id', '?')} "
+        "RETURNING *",
+        (new, from_address, now, message_id, old, claim),
     ).fetchone()
     return row
 

@@ -17,11 +17,14 @@ on side effects outside the database; none of the store's do.)
 
 Reads run in autocommit, one snapshot a statement, as SQLite's readers do.
 
-Writes of one instance run one at a time by default (`write_connections=1`), as on SQLite:
-the store's check-then-write steps (claiming due messages, the booking capacity check, the
-twin check) are correct today only because no other write commits in between. Several
-instances, or more write connections, need those steps locked in SQL (`FOR UPDATE SKIP
-LOCKED` claims, a lock per tenant before counting): issue 11's N-writer work.
+Writes run on `write_connections` connections at once (WRITE_CONNECTIONS, default 4), and
+several instances may share the database: the store's check-then-write steps are locked in
+SQL for that — due messages are claimed `FOR UPDATE SKIP LOCKED` with a transaction-scoped
+advisory lock per twin group (gateway/store/messages.py), a booking takes its tenant's
+advisory lock before counting (gateway/store/appointments.py), rate-limit tokens and pacing
+slots are single-statement upserts (gateway/store/rate_buckets.py), a cron tick is a claimed
+row (gateway/store/cron_runs.py). The pools open all their connections at start, so
+concurrent writes do not wait for connections being opened.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from gateway.store import engine
 from gateway.store.engine import Params
+from gateway.store.postgres_listener import Listener
 from gateway.store.postgres_sql import ADAPTERS, PgRow, row_factory, to_psycopg
 
 T = TypeVar("T")
@@ -147,7 +151,7 @@ class PostgresEngine:
         self,
         url: str,
         *,
-        write_connections: int = 1,
+        write_connections: int = 4,
         read_connections: int = 4,
         connect_timeout: float = 10.0,
     ) -> None:
@@ -158,6 +162,7 @@ class PostgresEngine:
         self._reads: ConnectionPool[Any] | None = None
         self._write_threads: ThreadPoolExecutor | None = None
         self._read_threads: ThreadPoolExecutor | None = None
+        self._listeners: list[Listener] = []
 
     def _pool(
         self, size: int, name: str, configure: Callable[[Raw], None] | None
@@ -165,7 +170,7 @@ class PostgresEngine:
         return ConnectionPool(
             self.url,
             kwargs={"autocommit": True, "row_factory": row_factory, "context": ADAPTERS},
-            min_size=1,
+            min_size=size,  # all at start: a burst of writes waits for no connect
             max_size=size,
             configure=configure,
             name=name,
@@ -192,7 +197,17 @@ class PostgresEngine:
                 pool.close()
         self._writes = self._reads = None
 
+    def subscribe(self, channel: str, callback: Callable[[], None]) -> None:
+        """`callback` on every notification on `channel` (`engine.announce`), from a
+        listener thread with its own connection, reconnecting when it is lost."""
+        listener = Listener(self.url, channel, callback, self._connect_timeout)
+        self._listeners.append(listener)
+        listener.start()
+
     async def close(self) -> None:
+        listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            await asyncio.to_thread(listener.stop)
         threads = [t for t in (self._write_threads, self._read_threads) if t is not None]
         self._write_threads = self._read_threads = None
         for executor in threads:
