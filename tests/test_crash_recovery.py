@@ -134,7 +134,7 @@ async def test_sigkill_loses_nothing_and_sends_nothing_twice(tmp_path: Path) -> 
 
             process = start_gateway(project, environ, port)
             async with httpx.AsyncClient(base_url=base, timeout=10) as http:
-                deadline = asyncio.get_running_loop().time() + 90
+                deadline = asyncio.get_running_loop().time() + 180  # a loaded machine
                 while True:
                     listing = [m for key in keys.values() for m in await _listing(http, key)]
                     unsettled = [m for m in listing if m["status"] in ("queued", "sending")]
