@@ -14,11 +14,18 @@ from starlette.applications import Starlette
 
 from gateway.app import create_app
 from gateway.config import Settings, load_settings
+from tests import startup_cache
 
 # a throwaway PostgreSQL, and GATEWAY_TEST_ENGINE=postgres to run the gateway on it
 pytest_plugins = ("tests.postgres",)
+# the OpenAPI document and the system trust store, built once per session, not per app start
+startup_cache.install()
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The daily exchange-rate feed of every gateway a test starts, subprocesses included: never
+# the network (nothing listens on port 9; the gateway falls back to USD_EUR_RATE).
+os.environ.setdefault("EXCHANGE_RATE_URL", "http://127.0.0.1:9/eurofxref-daily.xml")
 ADMIN_KEY = "admin-test-key-0123456789abcdef"
 KEY_A = base64.b64encode(b"A" * 32).decode()
 KEY_B = base64.b64encode(b"B" * 32).decode()
@@ -43,6 +50,8 @@ def environ(tmp_path: Path) -> dict[str, str]:
         "ENCRYPTION_KEYS": f"k1:{KEY_A}",
         "DATABASE_PATH": str(tmp_path / "gateway.sqlite3"),
         "PUBLIC_BASE_URL": "https://gateway.test",
+        # the daily exchange-rate feed: never the network in tests (nothing listens there)
+        "EXCHANGE_RATE_URL": "http://127.0.0.1:9/eurofxref-daily.xml",
         # in-process tests check what is accepted; end-to-end tests (tests/stack.py) send
         "DISPATCHER": "off",
         "PATH": os.environ.get("PATH", ""),
@@ -108,6 +117,7 @@ def use_resolver(gateway: Any, resolver: Any) -> None:
 
 
 async def start_api(settings: Settings) -> tuple[Starlette, httpx.AsyncClient]:
+    startup_cache.seed_sqlite(settings)
     app = create_app(settings)
     # in-process tests never resolve a host name through real DNS
     use_resolver(app.state.gateway, FakeResolver())

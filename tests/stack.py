@@ -18,6 +18,7 @@ from gateway.sandbox.server import ServerThread, free_port
 from gateway.sandbox.twilio_api import TwilioSandbox
 from tests.conftest import ACCOUNT_SID, ADMIN_KEY, AUTH_TOKEN, KEY_A, ROOT
 from tests.postgres import engine_environ
+from tests.startup_cache import seed_sqlite
 
 __all__ = ["ACCOUNT_SID", "AUTH_TOKEN"]
 SHARED_NUMBER = "+33939035761"
@@ -44,6 +45,7 @@ def stack_environ(tmp_path: Path, port: int, twilio_url: str, **extra: str) -> d
         "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
         "TWILIO_PHONE_NUMBER": SHARED_NUMBER,
         "TWILIO_API_BASE": twilio_url,
+        "EXCHANGE_RATE_URL": "http://127.0.0.1:9/eurofxref-daily.xml",  # never the network
         **FAST_DISPATCH,
         **engine_environ(tmp_path),
         **extra,
@@ -84,6 +86,7 @@ def running_stack(tmp_path: Path, **extra: str) -> Iterator[Stack]:
         port = free_port()
         environ = stack_environ(tmp_path, port, twilio_server.base_url, **extra)
         settings = load_settings(ROOT / "wrangler_like.toml", environ=environ)
+        seed_sqlite(settings)
         app = create_app(settings)
         server = stack.enter_context(ServerThread(app, port=port))
         yield Stack(server.base_url, twilio, app, {"Authorization": f"Bearer {ADMIN_KEY}"})

@@ -119,6 +119,7 @@ WRONG_TYPES: list[tuple[str, dict[str, Any], str]] = [
 ]
 
 
+@pytest.mark.refused_before_the_store
 @pytest.mark.parametrize(("kind", "fields", "field"), WRONG_TYPES)
 async def test_a_field_of_the_wrong_type_is_422_naming_it(
     api: Api, kind: str, fields: dict[str, Any], field: str
