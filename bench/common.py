@@ -339,7 +339,8 @@ class Gateway:
     proc: Proc
     url: str
     port: int
-    db_path: Path
+    db_path: Path  # the SQLite file (unused when database_url names PostgreSQL)
+    database_url: str | None = None
 
     @property
     def admin(self) -> dict[str, str]:
@@ -349,7 +350,8 @@ class Gateway:
 def gateway_environ(ws: Workspace, port: int, **extra: str) -> dict[str, str]:
     """The gateway's settings: its own TOML (huge rate limit) and database in the workspace.
     The migrations folder named in the TOML does not exist there, so the gateway falls back
-    to the repository's own `database/migrations`."""
+    to the repository's own `database/migrations`. `DATABASE_URL=postgresql://…` in `extra`
+    puts it on PostgreSQL instead (the URL wins over the SQLite file)."""
     toml = ws.dir / "bench.toml"
     toml.write_text(BENCH_TOML)
     return child_env(
@@ -396,7 +398,7 @@ def start_gateway(
     proc = ws.start(name, argv, env)
     url = f"http://{HOST}:{port}"
     wait_http(url + "/readyz", proc, timeout=60)
-    return Gateway(proc, url, port, Path(env["DATABASE_PATH"]))
+    return Gateway(proc, url, port, Path(env["DATABASE_PATH"]), env.get("DATABASE_URL"))
 
 
 def start_ceiling(ws: Workspace) -> tuple[Proc, str]:
