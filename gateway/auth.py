@@ -1,4 +1,5 @@
-"""Who is calling: the operator (ADMIN_API_KEY) or a tenant (one of its API keys)."""
+"""Who is calling: the operator (ADMIN_API_KEY) or a tenant (one of its API keys), and
+whether that key holds the scope an endpoint needs."""
 
 from __future__ import annotations
 
@@ -7,16 +8,17 @@ from datetime import timedelta
 
 from starlette.requests import Request
 
+from gateway.domain.key_scopes import KeyScope, decode_scopes
 from gateway.errors import Forbidden, Unauthorized
 from gateway.ids import now_iso, parse_iso
 from gateway.services.principal import TenantPrincipal
-from gateway.services.tenants import hash_key
+from gateway.services.tenants import hash_key, require_active
 from gateway.store import tenants as store
 from gateway.store.engine import Engine
 from gateway.store.tenant_scope import TenantDB
 from gateway.store.tenants import Tenant
 
-__all__ = ["TenantPrincipal", "require_admin", "require_tenant"]
+__all__ = ["TenantPrincipal", "require_admin", "require_scope", "require_tenant"]
 
 # last_used_at is bookkeeping, not an audit log: refreshing it at most once a minute keeps a
 # write off the hot path of every authenticated request.
@@ -60,11 +62,22 @@ async def require_tenant(request: Request, db: Engine, admin_key: str) -> Tenant
     if row is None or row["revoked_at"] is not None:
         raise Unauthorized("Unknown or revoked API key", code="unknown_api_key")
     tenant = Tenant.from_row(row)
-    if tenant.status != "active":
-        raise Forbidden("This tenant is suspended", code="tenant_suspended")
+    if request.method not in ("GET", "HEAD"):  # a suspended tenant still reads its data
+        require_active(tenant)
     now = now_iso()
     last = row["last_used_at"]
     if last is None or parse_iso(now) - parse_iso(last) >= _TOUCH_INTERVAL:
         await store.touch_key(db, row["key_id"], now)
     request.state.tenant_id = tenant.id
-    return TenantPrincipal(tenant, row["key_id"], TenantDB(db, tenant.id))
+    return TenantPrincipal(
+        tenant, row["key_id"], TenantDB(db, tenant.id), decode_scopes(row["scopes"])
+    )
+
+
+def require_scope(principal: TenantPrincipal, scope: KeyScope) -> None:
+    if scope not in principal.scopes:
+        raise Forbidden(
+            f"This API key lacks the {scope!r} scope this endpoint needs",
+            code="insufficient_scope",
+            details={"scope": scope, "key_scopes": list(principal.scopes)},
+        )

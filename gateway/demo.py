@@ -70,6 +70,7 @@ class _Stack:
 
 @contextmanager
 def _running_stack(callback_delay: float) -> Iterator[_Stack]:
+    from gateway.sandbox import ecb_feed
     from gateway.sandbox.server import ServerThread, free_port
     from gateway.sandbox.twilio_api import TwilioSandbox
     from gateway.sandbox.vapi_api import VapiSandbox
@@ -79,7 +80,9 @@ def _running_stack(callback_delay: float) -> Iterator[_Stack]:
         twilio = TwilioSandbox(ACCOUNT_SID, AUTH_TOKEN, callback_delay=callback_delay)
         vapi = VapiSandbox(VAPI_KEY)
         twilio_url = stack.enter_context(ServerThread(twilio.app)).base_url
-        vapi_url = stack.enter_context(ServerThread(vapi.app)).base_url
+        # the Vapi emulator also serves the sandbox's exchange-rate feed: nothing leaves
+        # the machine
+        vapi_url = stack.enter_context(ServerThread(ecb_feed.with_feed(vapi.app))).base_url
         port = free_port()
         admin_key = secrets.token_urlsafe(24)
         environ = {
@@ -94,6 +97,7 @@ def _running_stack(callback_delay: float) -> Iterator[_Stack]:
             "VAPI_API_BASE": vapi_url,
             "VAPI_API_KEY": VAPI_KEY,
             "VAPI_WEBHOOK_SECRET": VAPI_SECRET,
+            "EXCHANGE_RATE_URL": f"{vapi_url}{ecb_feed.FEED_PATH}",
             "DISPATCH_POLL_SECONDS": "0.05",
             "PRICE_FETCH_DELAY_SECONDS": str(callback_delay),
             "PROVIDER_TIMEOUT_SECONDS": "5",

@@ -31,7 +31,11 @@ _ERROR = {
 }
 _ERROR_REF = {"$ref": "#/components/schemas/Error"}
 _AUTH_RESPONSES = {
-    "tenant": {401: "Missing or unknown API key", 403: "The operator key was sent"},
+    "tenant": {
+        401: "Missing or unknown API key",
+        403: "The operator key was sent, or insufficient_scope: the key lacks the scope "
+        "named in details.scope",
+    },
     "admin": {401: "Missing or unknown API key", 403: "A tenant key was sent"},
     "signature": {403: "Missing or invalid provider signature"},
     "none": {},
@@ -133,7 +137,10 @@ def build_openapi(endpoints: list[Endpoint], title: str, version: str) -> dict[s
         }
         for status, text in sorted(_client_errors(ep, path_params).items()):
             op["responses"][str(status)] = {"description": text, **error}
-        if ep.auth in ("tenant", "admin"):
+        if ep.auth == "tenant":
+            # OpenAPI 3.1 lets a non-OAuth requirement list roles: the key scope needed
+            op["security"] = [{"bearer": [ep.required_scope]}]
+        elif ep.auth == "admin":
             op["security"] = [{"bearer": []}]
         paths.setdefault(ep.path, {})[ep.method.lower()] = op
 

@@ -1,5 +1,6 @@
-"""Declared endpoints: each route says its auth, its request models and its docs, so the
-same declaration validates requests and generates the OpenAPI document."""
+"""Declared endpoints: each route says its auth (and, for tenant keys, the scope it needs),
+its request models and its docs, so the same declaration validates requests and generates
+the OpenAPI document."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import Scope
 
-from gateway.auth import TenantPrincipal, require_admin, require_tenant
+from gateway.auth import TenantPrincipal, require_admin, require_scope, require_tenant
+from gateway.domain.key_scopes import KeyScope
 from gateway.errors import UnsupportedMediaType
 from gateway.regions import tenant_region
 from gateway.store.paging import encode_cursor
@@ -64,6 +66,14 @@ class Endpoint:
     status: int = 200
     responses: dict[int, str] = field(default_factory=dict)
     description: str = ""
+    # what a tenant key must hold to call it; undeclared: GET needs read, anything else config
+    scope: KeyScope | None = None
+
+    @property
+    def required_scope(self) -> KeyScope:
+        if self.scope is not None:
+            return self.scope
+        return "read" if self.method == "GET" else "config"
 
     def route(self) -> Route:
         return Route(self.path, self._run, methods=[self.method], name=self.handler.__name__)
@@ -75,6 +85,7 @@ class Endpoint:
             require_admin(request, gw.settings.admin_api_key)
         elif self.auth == "tenant":
             ctx.principal = await require_tenant(request, gw.db, gw.settings.admin_api_key)
+            require_scope(ctx.principal, self.required_scope)
         # a tenant's national-format numbers are read in its country, here and in every
         # model a service validates for this request (channel settings)
         region = tenant_region(ctx.principal.tenant) if ctx.principal is not None else None

@@ -173,7 +173,13 @@ class GatewaySettings(BaseSettings):
         Decimal("0.92"),
         "USD_EUR_RATE",
         "pricing",
-        "the rate used to convert provider costs reported in USD",
+        "the USD→EUR rate used when no daily rate is stored (the feed unreachable for a week)",
+    )
+    exchange_rate_url: Url = setting(
+        "https://www.ecb.europa.eu/stats/eurofxref/eurofxref-daily.xml",
+        "EXCHANGE_RATE_URL",
+        "pricing",
+        "the ECB euro reference rates (`eurofxref-daily.xml`), fetched once a day for USD→EUR",
     )
 
     # -- providers

@@ -14,6 +14,7 @@ from gateway.services.channel_config import ChannelConfigService
 from gateway.services.channel_tests import ChannelTests
 from gateway.services.cron import Scheduler
 from gateway.services.dispatcher import Dispatcher, DispatchSettings
+from gateway.services.exchange import ExchangeRates
 from gateway.services.failover import Failover, SmsRouting
 from gateway.services.inbound import InboundService
 from gateway.services.messaging import MessagingService
@@ -59,6 +60,9 @@ class Gateway:
             Failover(typed.sms_failover_after, typed.sms_circuit_seconds),
         )
         self.channels = ChannelConfigService(settings, sms=self.sms)
+        self.exchange = ExchangeRates(self.db, typed.exchange_rate_url, typed.usd_eur_rate)
+        # the day's rate is fetched (once across instances) by the first refresh of the day
+        self.exchange_refresh = Scheduler(["* * * * *"], self.exchange.refresh)
         self.dispatcher = Dispatcher(
             self.db,
             settings,
@@ -67,6 +71,7 @@ class Gateway:
             self.metrics,
             self.dispatch_options,
             sms=self.sms,
+            exchange=self.exchange,
         )
         self.messaging = MessagingService(
             settings, self.channels, self.metrics, self._wake, self.sms
@@ -79,6 +84,7 @@ class Gateway:
             operator_numbers(settings),
             can_ask=lambda name: self.providers.declares(name, "lookup"),
             usd_eur_rate=float(typed.usd_eur_rate),
+            exchange=self.exchange,
         )
         self.reminders = Reminders(self.db, self.channels, self.messaging)
         self.booking = BookingService(self.db, self.channels)
@@ -95,6 +101,7 @@ class Gateway:
             server_secret=typed.vapi_webhook_secret,
             price_per_minute=typed.call_price_per_minute,
             usd_eur_rate=typed.usd_eur_rate,
+            exchange=self.exchange,
         )
         self.webhooks = WebhookService(
             self.db, self.providers, self.channels, self.inbound, self.voice
@@ -147,12 +154,15 @@ class Gateway:
             # messages accepted by other instances wake this dispatcher (PostgreSQL NOTIFY)
             self.db.subscribe(DUE_MESSAGES, self.dispatcher.wake)
             self.scheduler.start()
+            self.exchange_refresh.start()
 
     async def stop(self) -> None:
         if self.run_dispatcher:
             await self.scheduler.stop()
+            await self.exchange_refresh.stop()
             await self.dispatcher.stop()
         await self.providers.aclose()
+        await self.exchange.aclose()
         await self.db.close()
         if self.serving_lock is not None:
             self.serving_lock.release()

@@ -27,6 +27,7 @@ from gateway.console.session import (
     require_console,
     start_session,
 )
+from gateway.domain.key_scopes import ALL_SCOPES
 from gateway.errors import Forbidden, Unauthorized
 
 if TYPE_CHECKING:
@@ -90,6 +91,10 @@ async def sign_in(request: Request) -> Response:
         return _form(request, gw, error="signin.invalid_key")
     except Forbidden:
         return _form(request, gw, error="signin.suspended")
+    if set(principal.scopes) != set(ALL_SCOPES):
+        # the console reads, sends tests and edits settings: a key scoped to less than all
+        # of that would do more here than through the API
+        return _form(request, gw, error="signin.scoped_key")
     response = RedirectResponse(f"{PREFIX}/", status_code=303)
     start_session(response, gw, "tenant", principal.tenant.id, principal.key_id)
     return response

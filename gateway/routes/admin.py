@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from starlette.responses import Response
 
 from gateway.channel_models import PhoneOperatorConfig, SmsOperatorConfig, TimeZoneName
+from gateway.domain.key_scopes import ALL_SCOPES, KeyScope
 from gateway.routing import Ctx, Endpoint, json_response
 from gateway.services import tenants as service
 from gateway.validation import Country, HeaderText, RequestModel, Slug
@@ -24,8 +25,38 @@ class TenantCreate(RequestModel):
     )
 
 
+class TenantPatch(RequestModel):
+    name: Annotated[HeaderText, Field(min_length=1, max_length=200)] | None = None
+    timezone: TimeZoneName | None = None
+    status: Literal["active", "suspended"] | None = Field(
+        None,
+        description="suspended: its sends, channel tests, bookings and every other write "
+        "answer 403 tenant_suspended, its calls hear that the service is unavailable, its "
+        "queued messages and reminders wait; active: what waited goes out",
+    )
+
+    @model_validator(mode="after")
+    def _no_nulls(self) -> Self:
+        nulls = sorted(f for f in self.model_fields_set if getattr(self, f) is None)
+        if nulls:
+            raise ValueError(f"{', '.join(nulls)} cannot be null")
+        return self
+
+
+class TenantDelete(RequestModel):
+    confirm: Annotated[str, Field(max_length=200)] = Field(
+        description="The tenant's slug, repeated: anything else deletes nothing"
+    )
+
+
 class ApiKeyCreate(RequestModel):
     label: Annotated[HeaderText, Field(min_length=1, max_length=100)] | None = None
+    scopes: list[KeyScope] = Field(
+        default_factory=lambda: list(ALL_SCOPES),
+        min_length=1,
+        max_length=len(ALL_SCOPES),
+        description="What the key may do: read, send, config (default: all three)",
+    )
 
 
 class Page(RequestModel):
@@ -65,10 +96,25 @@ async def get_tenant(ctx: Ctx) -> Response:
     return json_response({"tenant": tenant.public(), "api_keys": keys, "channels": channels})
 
 
+async def update_tenant(ctx: Ctx) -> Response:
+    body: TenantPatch = ctx.body
+    changes = body.model_dump(include=body.model_fields_set)
+    tenant = await service.update_tenant(
+        ctx.gw.db, ctx.param("tenant_id"), changes, ctx.gw.messaging.wake
+    )
+    return json_response({"tenant": tenant.public()})
+
+
+async def delete_tenant(ctx: Ctx) -> Response:
+    query: TenantDelete = ctx.query
+    await service.delete_tenant(ctx.gw.db, ctx.param("tenant_id"), query.confirm)
+    return Response(status_code=204)
+
+
 async def create_api_key(ctx: Ctx) -> Response:
     body: ApiKeyCreate = ctx.body
     tenant = await service.require_tenant(ctx.gw.db, ctx.param("tenant_id"))
-    key = await service.create_api_key(ctx.gw.db, tenant.id, body.label)
+    key = await service.create_api_key(ctx.gw.db, tenant.id, body.label, tuple(body.scopes))
     return json_response(key, status=201)
 
 
@@ -116,6 +162,35 @@ ENDPOINTS = [
         "admin",
         "A tenant with its keys and channels",
         tags=["operator"],
+    ),
+    Endpoint(
+        "PATCH",
+        "/admin/tenants/{tenant_id}",
+        update_tenant,
+        "admin",
+        "Edit, suspend or resume a tenant",
+        tags=["operator"],
+        body=TenantPatch,
+        responses={404: "tenant_not_found"},
+        description="Changes the fields given (name, timezone, status) and nothing else. "
+        "A suspended tenant keeps read access to its data; resuming sends what waited.",
+    ),
+    Endpoint(
+        "DELETE",
+        "/admin/tenants/{tenant_id}",
+        delete_tenant,
+        "admin",
+        "Delete a tenant and all its data",
+        tags=["operator"],
+        query=TenantDelete,
+        status=204,
+        responses={
+            404: "tenant_not_found",
+            422: "confirmation_mismatch: confirm is not the tenant's slug; nothing deleted",
+        },
+        description="Removes the tenant, its API keys, channel configurations, numbers, "
+        "messages and their events, suppressions, calls, appointments, prospects and "
+        "tickets. Requires ?confirm=<the tenant's slug>. Cannot be undone.",
     ),
     Endpoint(
         "POST",

@@ -70,6 +70,7 @@ ENDPOINTS = [
         list_channels,
         "tenant",
         "The four channels with their enabled and configured state",
+        scope="read",
         tags=["channels"],
     ),
     Endpoint(
@@ -78,6 +79,7 @@ ENDPOINTS = [
         get_config,
         "tenant",
         "A channel's configuration (secrets masked)",
+        scope="read",
         tags=["channels"],
     ),
     Endpoint(
@@ -86,6 +88,7 @@ ENDPOINTS = [
         replace_config,
         "tenant",
         "Create or replace a channel's settings",
+        scope="config",
         tags=["channels"],
         body=CONFIG_MODELS,
         description="Replaces every tenant-editable field; an omitted secret is removed.",
@@ -96,6 +99,7 @@ ENDPOINTS = [
         update_config,
         "tenant",
         "Update a channel's settings partially",
+        scope="config",
         tags=["channels"],
         body=CONFIG_MODELS,
         description="JSON merge patch (RFC 7396): omitted fields, secrets included, keep "
@@ -107,6 +111,7 @@ ENDPOINTS = [
         toggle,
         "tenant",
         "Enable or disable a channel",
+        scope="config",
         tags=["channels"],
         body=ToggleBody,
         responses={409: "Required settings are missing (listed in details.missing)"},
@@ -117,6 +122,7 @@ ENDPOINTS = [
         test_channel,
         "tenant",
         "Check a channel against its provider",
+        scope="send",
         tags=["channels"],
         body=ChannelTestBody,
     ),

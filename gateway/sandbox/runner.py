@@ -29,6 +29,7 @@ from pathlib import Path
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gateway.sandbox import ecb_feed
 from gateway.sandbox.smtp_server import SmtpSandbox, ensure_certificate
 from gateway.sandbox.telnyx_api import TelnyxSandbox
 from gateway.sandbox.telnyx_webhooks import public_key_b64
@@ -133,6 +134,8 @@ def settings_block(config: SandboxConfig) -> str:
         f"WHATSAPP_GRAPH_BASE={config.url('whatsapp')}",
         f"D360_API_BASE={config.url('whatsapp')}",
         f"SMTP_CA_FILE={ca_file}",
+        # the ECB's daily euro reference rates, served by the Vapi emulator's port
+        f"EXCHANGE_RATE_URL={config.url('vapi')}{ecb_feed.FEED_PATH}",
         # The emulated SMTP server is on loopback, on a port no relay uses.
         "SMTP_ALLOW_PRIVATE_HOSTS=true",
         f"# Vapi: any phone number id works; the shared line's is {VAPI_PHONE_NUMBER_ID}",
@@ -199,7 +202,7 @@ async def serve(config: SandboxConfig, callback_delay: float = CALLBACK_DELAY) -
             for name, app in (
                 ("twilio", twilio.app),
                 ("whatsapp", whatsapp.app),
-                ("vapi", vapi.app),
+                ("vapi", ecb_feed.with_feed(vapi.app)),
                 ("telnyx", telnyx.app),
             )
         ]

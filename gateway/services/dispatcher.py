@@ -43,6 +43,7 @@ from gateway.providers.registry import Providers
 from gateway.services import pricing
 from gateway.services.channel_config import ChannelConfigService, ChannelState
 from gateway.services.dispatch_options import DispatchSettings
+from gateway.services.exchange import ExchangeRates
 from gateway.services.failover import SmsRouting
 from gateway.services.followup import Followups
 from gateway.services.pacing import pacer_for
@@ -86,8 +87,11 @@ class Dispatcher:
         options: DispatchSettings | None = None,
         *,
         sms: SmsRouting | None = None,
+        exchange: ExchangeRates | None = None,
     ) -> None:
         self.db = db
+        # the day's USD→EUR rate (without one: stored rates, else USD_EUR_RATE)
+        self.exchange = exchange or ExchangeRates(db, None, settings.typed.usd_eur_rate)
         # which SMS provider sends, and when to fail over to the next one
         self.sms = sms
         self.settings = settings
@@ -96,7 +100,7 @@ class Dispatcher:
         self.metrics = metrics
         self.options = options or DispatchSettings.from_settings(settings)
         self.pacer = pacer_for(db, self.options.per_sender_rate)
-        self.followups = Followups(db, settings, providers, self.options)
+        self.followups = Followups(db, settings, providers, self.options, self.exchange)
         self._slots = asyncio.Semaphore(self.options.concurrency)
         self._wake = asyncio.Event()
         self._stopping = False
@@ -466,9 +470,8 @@ class Dispatcher:
         if result.num_segments and row["channel"] == "sms" and row["price_per_unit"] is not None:
             fields["num_segments"] = result.num_segments
             fields["billed_cost"] = pricing.billed_cost(row["price_per_unit"], result.num_segments)
-        cost = pricing.provider_cost(
-            result.price, result.price_unit, float(self.settings.typed.usd_eur_rate)
-        )
+        rate = await self.exchange.rate_for() if result.price else 0.0
+        cost = pricing.provider_cost(result.price, result.price_unit, rate)
         if cost is not None and row["provider_cost"] is None:  # the provider said it (Telnyx)
             fields.update(
                 pricing.cost_fields(

@@ -22,6 +22,7 @@ from gateway.providers.base import Lookup, ProviderError, ProviderMessage
 from gateway.providers.registry import Providers
 from gateway.services import pricing
 from gateway.services.dispatch_options import DispatchSettings
+from gateway.services.exchange import ExchangeRates
 from gateway.services.message_status import apply_report
 from gateway.store import messages as store
 from gateway.store.engine import Connection, Engine, Row
@@ -38,11 +39,13 @@ class Followups:
         settings: Settings,
         providers: Providers,
         options: DispatchSettings,
+        exchange: ExchangeRates | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
         self.providers = providers
         self.options = options
+        self.exchange = exchange or ExchangeRates(db, None, settings.typed.usd_eur_rate)
 
     def can_poll(self, row: Row) -> bool:
         return self.providers.declares(row["provider"], "lookup")
@@ -119,7 +122,7 @@ class Followups:
             found: ProviderMessage | None = await lookup.fetch(row["provider_message_id"])
         except ProviderError:
             found = None
-        rate = float(self.settings.typed.usd_eur_rate)
+        rate = await self.exchange.rate_for() if found and found.price else 0.0
         cost = pricing.provider_cost(
             found.price if found else None, found.price_unit if found else None, rate
         )

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from gateway.domain.messages import InboundMessage, StatusReport
 from gateway.ids import new_id, now_iso
 from gateway.metrics import Metrics
+from gateway.services.exchange import ExchangeRates
 from gateway.services.message_status import Applied, apply_report
 from gateway.store import messages as store
 from gateway.store import tenants as tenant_store
@@ -36,10 +37,13 @@ class InboundService:
         operator_numbers: frozenset[str] = frozenset(),
         can_ask: Callable[[str | None], bool] = _never,
         usd_eur_rate: float | None = None,
+        exchange: ExchangeRates | None = None,
     ) -> None:
         self.db = db
-        # to convert a price a report carries (Telnyx says it in its webhooks)
+        # to convert a price a report carries (Telnyx says it in its webhooks): the day's
+        # rate when there is an exchange service, else the fixed one
         self.usd_eur_rate = usd_eur_rate
+        self.exchange = exchange
         self.operator_numbers = operator_numbers
         self.metrics = metrics
         self.price_delay = price_delay
@@ -52,6 +56,9 @@ class InboundService:
     ) -> Applied | None:
         """Find the message (by our id, else by the provider's id) and apply the report."""
         provider = provider or report.provider
+        usd_eur_rate = self.usd_eur_rate
+        if self.exchange is not None and report.price:
+            usd_eur_rate = await self.exchange.rate_for()
 
         def write(conn: Connection) -> Applied | None:
             message_id = report.message_id
@@ -73,7 +80,7 @@ class InboundService:
                 poll_delay=self.poll_delay,
                 proof=proof,
                 priced=priced,
-                usd_eur_rate=self.usd_eur_rate,
+                usd_eur_rate=usd_eur_rate,
             )
 
         applied = await self.db.write_fn(write)

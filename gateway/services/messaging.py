@@ -21,6 +21,7 @@ from gateway.services.channel_config import ChannelConfigService, ChannelState
 from gateway.services.failover import SmsRouting
 from gateway.services.principal import TenantPrincipal
 from gateway.services.templates import render
+from gateway.services.tenants import require_active
 from gateway.store import messages as store
 from gateway.store.engine import DUE_MESSAGES, Row, UniqueViolation, announce
 from gateway.store.tenant_scope import ScopedConnection
@@ -76,6 +77,7 @@ class MessagingService:
         """Returns (message, created); created is False for an idempotent replay. A held
         message is stored but not due (the channel test sends it itself, at once), and may
         be accepted while its channel is off."""
+        require_active(principal.tenant)  # reminders and follow-ups of a suspended tenant wait
         tdb = principal.db
         request_hash = _request_hash(draft)
         if idempotency_key:

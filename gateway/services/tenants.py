@@ -1,19 +1,22 @@
-"""Tenants and their API keys: create, list, issue and revoke keys, rotate encryption keys."""
+"""Tenants and their API keys: create, list, edit, suspend and resume, delete; issue and revoke
+keys, rotate encryption keys."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from gateway.crypto import Keyring, aad_for
-from gateway.errors import Conflict, NotFound
+from gateway.domain.key_scopes import ALL_SCOPES, KeyScope
+from gateway.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from gateway.regions import tenant_region
 from gateway.services.channel_config import ChannelConfigService
 from gateway.store import channels as channel_store
 from gateway.store import tenants as store
-from gateway.store.engine import Connection, Engine, UniqueViolation
+from gateway.store.engine import DUE_MESSAGES, Connection, Engine, UniqueViolation, announce
 from gateway.store.tenant_scope import TenantDB
 from gateway.store.tenants import Tenant
 from gateway.validation import validation_context
@@ -68,6 +71,54 @@ async def require_tenant(db: Engine, tenant_ref: str) -> Tenant:
     return tenant
 
 
+def require_active(tenant: Tenant) -> None:
+    """A suspended tenant sends nothing, books nothing and changes nothing."""
+    if tenant.status != "active":
+        raise Forbidden(
+            "This tenant is suspended: it can read its data but not send or change anything",
+            code="tenant_suspended",
+        )
+
+
+async def update_tenant(
+    db: Engine, tenant_ref: str, changes: dict[str, Any], wake: Callable[[], None]
+) -> Tenant:
+    """Apply the operator's edit (name, timezone, status). Suspending holds the tenant's
+    queued messages and reminders where they are; resuming makes them due again at once:
+    the dispatchers of every instance are woken."""
+    tenant = await require_tenant(db, tenant_ref)
+    if not changes:
+        return tenant
+    resumed = changes.get("status") == "active" and tenant.status != "active"
+
+    def write(conn: Connection) -> Tenant | None:
+        updated = store.update_tenant(conn, tenant.id, changes)
+        if resumed:
+            announce(conn, DUE_MESSAGES)
+        return updated
+
+    updated = await db.write_fn(write)
+    if updated is None:  # deleted meanwhile
+        raise NotFound(f"No tenant {tenant_ref!r}", code="tenant_not_found")
+    if resumed:
+        wake()
+    return updated
+
+
+async def delete_tenant(db: Engine, tenant_ref: str, confirm: str) -> None:
+    """Remove the tenant and all its data, once `confirm` repeats its slug."""
+    tenant = await require_tenant(db, tenant_ref)
+    if confirm != tenant.slug:
+        error = ValidationFailed(
+            [{"field": "confirm", "message": "must be the tenant's slug"}],
+            f"Nothing deleted: confirm must be the tenant's slug ({tenant.slug!r})",
+        )
+        error.code = "confirmation_mismatch"
+        raise error
+    if not await db.write_fn(lambda conn: store.delete_tenant(conn, tenant.id)):
+        raise NotFound(f"No tenant {tenant_ref!r}", code="tenant_not_found")
+
+
 async def list_tenants(
     db: Engine, limit: int, after: str | None
 ) -> tuple[list[Tenant], str | None]:
@@ -98,10 +149,15 @@ async def update_operator_fields(
         return await channels.operator_update(TenantDB(db, tenant.id), channel, patch)
 
 
-async def create_api_key(db: Engine, tenant_id: str, label: str | None) -> dict[str, Any]:
+async def create_api_key(
+    db: Engine,
+    tenant_id: str,
+    label: str | None,
+    scopes: tuple[KeyScope, ...] = ALL_SCOPES,
+) -> dict[str, Any]:
     key, prefix = generate_key()
     row = await db.write_fn(
-        lambda conn: store.insert_api_key(conn, tenant_id, prefix, hash_key(key), label)
+        lambda conn: store.insert_api_key(conn, tenant_id, prefix, hash_key(key), label, scopes)
     )
     return _key_response(row, key)
 

@@ -35,6 +35,7 @@ from gateway.regions import tenant_region
 from gateway.services import pricing
 from gateway.services.booking import BookingService
 from gateway.services.channel_config import ChannelConfigService
+from gateway.services.exchange import ExchangeRates
 from gateway.services.principal import TenantPrincipal
 from gateway.services.voice import (
     BRIDGE_CALL_SID_HEADER,
@@ -151,6 +152,7 @@ class VapiServer:
         server_secret: SecretStr | None,
         price_per_minute: Decimal,
         usd_eur_rate: Decimal,
+        exchange: ExchangeRates | None = None,
     ) -> None:
         self.db = db
         self.voice = voice
@@ -161,6 +163,8 @@ class VapiServer:
         # the default billed price of a started minute (a tenant's price_per_minute wins)
         self.price_per_minute = float(price_per_minute)
         self.usd_eur_rate = float(usd_eur_rate)
+        # the day's rate, when there is an exchange service (else the fixed one above)
+        self.exchange = exchange
 
     def authenticate(self, headers: Mapping[str, str]) -> None:
         """Refuse (403) a request without the server secret, before its body is read."""
@@ -319,8 +323,10 @@ class VapiServer:
             price = self.price_per_minute
         minutes = math.ceil(duration / 60) if duration and duration > 0 else 0
         billed = pricing.billed_cost(price, minutes)
-        rate = self.usd_eur_rate
         cost_usd = message.cost if message.cost is not None else call.cost
+        rate = self.usd_eur_rate
+        if self.exchange is not None and cost_usd is not None:
+            rate = await self.exchange.rate_for()
         provider_cost = pricing.money(abs(cost_usd) * rate) if cost_usd is not None else None
         artifact, analysis = message.artifact, message.analysis
         fields: dict[str, Any] = {

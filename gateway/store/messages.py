@@ -227,8 +227,14 @@ SELECT * FROM channel_messages_log m
 WHERE m.status IN ('queued', 'sending') AND m.next_attempt_at IS NOT NULL
   AND m.next_attempt_at <= :now
   AND (m.status = 'sending' OR NOT EXISTS ({_twin_sending_sql(dialect)}))
+  AND (m.status = 'sending' OR EXISTS ({_TENANT_ACTIVE}))
 ORDER BY m.next_attempt_at LIMIT :limit{lock}
 """
+
+
+# A suspended tenant's queued messages stay queued (not failed) until it is resumed; a send
+# already in flight is still settled or reconciled.
+_TENANT_ACTIVE = "SELECT 1 FROM tenants a WHERE a.id = m.tenant_id AND a.status = 'active'"
 
 
 def _twin_sending_sql(dialect: Dialect) -> str:

@@ -46,6 +46,8 @@ def claim_reminders(
         f"WHERE r.status = 'booked' AND r.{message_column} IS NULL "
         f"AND (r.{at_column} IS NULL OR r.{at_column} < ?) "
         f"AND r.starts_at >= ? AND r.starts_at < ? AND {booked_early} "
+        # a suspended tenant's reminders wait; still in their window once it is resumed
+        "AND EXISTS (SELECT 1 FROM tenants t WHERE t.id = r.tenant_id AND t.status = 'active') "
         f"ORDER BY r.starts_at LIMIT ?{lock}) "
         f"AND status = 'booked' AND {unclaimed} RETURNING *",
         (now, stale_before, window_start, window_end, lead_seconds, limit, stale_before),

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.channel_models import CHANNEL_TYPES
+from gateway.domain.key_scopes import ALL_SCOPES, KeyScope, decode_scopes, encode_scopes
 from gateway.ids import new_id, now_iso
 from gateway.store.engine import Connection, Engine, Row
 
@@ -67,21 +68,28 @@ def insert_tenant(
 
 
 def insert_api_key(
-    conn: Connection, tenant_id: str, prefix: str, key_hash: str, label: str | None
+    conn: Connection,
+    tenant_id: str,
+    prefix: str,
+    key_hash: str,
+    label: str | None,
+    scopes: tuple[KeyScope, ...] = ALL_SCOPES,
 ) -> dict[str, Any]:
+    stored = encode_scopes(scopes)
     row = {
         "id": new_id("key"),
         "tenant_id": tenant_id,
         "prefix": prefix,
         "label": label,
+        "scopes": list(decode_scopes(stored)),
         "created_at": now_iso(),
         "last_used_at": None,
         "revoked_at": None,
     }
     conn.execute(
-        "INSERT INTO api_keys (id, tenant_id, prefix, key_hash, label, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        (row["id"], tenant_id, prefix, key_hash, label, row["created_at"]),
+        "INSERT INTO api_keys (id, tenant_id, prefix, key_hash, label, scopes, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (row["id"], tenant_id, prefix, key_hash, label, stored, row["created_at"]),
     )
     return row
 
@@ -103,16 +111,16 @@ async def list_tenants(db: Engine, limit: int, after: str | None) -> list[Tenant
 
 async def list_api_keys(db: Engine, tenant_id: str) -> list[dict[str, Any]]:
     rows = await db.fetchall(
-        "SELECT id, prefix, label, created_at, last_used_at, revoked_at FROM api_keys "
+        "SELECT id, prefix, label, scopes, created_at, last_used_at, revoked_at FROM api_keys "
         "WHERE tenant_id = ? ORDER BY created_at",
         (tenant_id,),
     )
-    return [dict(r) for r in rows]
+    return [{**dict(r), "scopes": list(decode_scopes(r["scopes"]))} for r in rows]
 
 
 async def find_key(db: Engine, key_hash: str) -> Row | None:
     row: Row | None = await db.fetchone(
-        "SELECT k.id AS key_id, k.last_used_at, k.revoked_at, "
+        "SELECT k.id AS key_id, k.last_used_at, k.revoked_at, k.scopes, "
         "t.id, t.slug, t.name, t.timezone, t.status, t.created_at, t.country "
         "FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = ?",
         (key_hash,),
@@ -142,3 +150,34 @@ async def key_exists(db: Engine, tenant_id: str, key_id: str) -> bool:
 async def tenant_for_number(db: Engine, e164: str) -> tuple[str, str] | None:
     row = await db.fetchone("SELECT tenant_id, kind FROM tenant_numbers WHERE e164 = ?", (e164,))
     return (row["tenant_id"], row["kind"]) if row else None
+
+
+_EDITABLE = frozenset({"name", "timezone", "status"})
+
+
+def update_tenant(conn: Connection, tenant_id: str, fields: dict[str, Any]) -> Tenant | None:
+    """Change the tenant's editable fields (name, timezone, status); None when it is gone."""
+    unknown = set(fields) - _EDITABLE
+    if unknown:
+        raise ValueError(f"not editable: {sorted(unknown)}")
+    assignments = "".join(f"{column} = :{column}, " for column in sorted(fields))
+    row = conn.execute(
+        f"UPDATE tenants SET {assignments}updated_at = :now WHERE id = :id "
+        f"RETURNING {_TENANT_COLUMNS}",
+        {**fields, "now": now_iso(), "id": tenant_id},
+    ).fetchone()
+    return Tenant.from_row(row) if row else None
+
+
+def delete_tenant(conn: Connection, tenant_id: str) -> bool:
+    """Remove the tenant and everything it owns. Every table holding a tenant's rows
+    references tenants(id) ON DELETE CASCADE on both engines (keys, channel configurations,
+    numbers, messages and their events, suppressions, calls, appointments, prospects,
+    tickets); the shared send-rate buckets are keyed by the tenant's id as text, not by a
+    foreign key, so they go explicitly."""
+    prefix = f"{tenant_id}:"
+    conn.execute(
+        "DELETE FROM rate_buckets WHERE key = :id OR substr(key, 1, :n) = :prefix",
+        {"id": tenant_id, "n": len(prefix), "prefix": prefix},
+    )
+    return conn.execute("DELETE FROM tenants WHERE id = ?", (tenant_id,)).rowcount > 0

@@ -118,6 +118,24 @@ async def test_wrong_key_answers_401_page_and_admin_key_the_tenants(api: Api) ->
     assert "Boulangerie Martin" in tenants.text
 
 
+async def test_a_key_scoped_to_less_than_everything_cannot_sign_in(api: Api) -> None:
+    """The console reads, sends tests and edits settings: a read-only key signing in would
+    do there what the API refuses it."""
+    tenant, _ = await api.create_tenant("cabinet")
+    issued = await api.client.post(
+        f"/admin/tenants/{tenant['id']}/api-keys", json={"scopes": ["read"]}, headers=api.admin
+    )
+    assert issued.status_code == 201, issued.text
+    page = await api.client.get("/console/sign-in")
+    refused = await api.client.post(
+        "/console/sign-in",
+        data={"api_key": issued.json()["key"], "csrf_token": _csrf(page.text)},
+    )
+    assert refused.status_code == 403
+    assert "the console needs a key with every scope" in refused.text
+    assert (await api.client.get("/console/")).status_code == 303  # still signed out
+
+
 async def test_tenant_cannot_reach_operator_pages_or_fields(api: Api) -> None:
     tenant, key = await _tenant_key(api)
     token = await _signed_in(api, key)
