@@ -224,39 +224,23 @@ async def test_an_unreachable_database_fails_at_start() -> None:
         unreachable.start()
 
 
-async def test_one_instances_writes_run_one_at_a_time_as_on_sqlite(postgres_url: str) -> None:
-    """The store's check-then-insert steps (booking capacity, claims) are correct only while
-    no other write commits in between: with four write connections this booked four people
-    into one place; by default the engine keeps one writer, as SQLite does."""
-    db = PostgresEngine(postgres_url)
+@pytest.mark.parametrize("writers", [1, 3])
+async def test_an_instance_runs_as_many_writes_at_once_as_it_has_write_connections(
+    postgres_url: str, writers: int
+) -> None:
+    """WRITE_CONNECTIONS write transactions of one instance run at once (which is why the
+    store locks its check-then-write steps in SQL); with one, they run one after another."""
+    db = PostgresEngine(postgres_url, write_connections=writers, read_connections=1)
     db.start()
     try:
-        await db.execute_write(
-            "INSERT INTO tenants (id, slug, name, created_at, updated_at) "
-            "VALUES ('ten_1', 'acme', 'Acme', ?, ?)",
-            (NOW, NOW),
-        )
 
-        def book(n: int) -> Any:
-            def write(conn: Connection) -> bool:
-                row = conn.execute(
-                    "SELECT COUNT(*) FROM rendez_vous WHERE tenant_id = 'ten_1' "
-                    "AND status = 'booked' AND starts_at = ?",
-                    (NOW,),
-                ).fetchone()
-                if row[0] >= 1:
-                    return False
-                conn.execute(
-                    "INSERT INTO rendez_vous (id, tenant_id, customer_name, customer_phone, "
-                    "starts_at, ends_at, created_at, updated_at) "
-                    "VALUES (?, 'ten_1', 'C', ?, ?, ?, ?, ?)",
-                    (f"apt_{n}", f"+3360000{n:04d}", NOW, NOW, NOW, NOW),
-                )
-                return True
+        def timed(conn: Connection) -> tuple[Any, Any]:
+            started = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+            conn.execute("SELECT pg_sleep(0.2)")
+            return started, conn.execute("SELECT clock_timestamp()").fetchone()[0]
 
-            return write
-
-        booked = await asyncio.gather(*(db.write_fn(book(n)) for n in range(100)))
-        assert sum(booked) == 1
+        spans = await asyncio.gather(*(db.write_fn(timed) for _ in range(3)))
+        overlap = max(start for start, _ in spans) < min(end for _, end in spans)
+        assert overlap == (writers > 1)
     finally:
         await db.close()

@@ -74,10 +74,12 @@ class Receiver:
         )
 
     def _record(self, tag: str, delivery: Delivery) -> None:
-        """One delivery per event: an attempt the emulator made again because this receiver
-        answered too slowly (a loaded machine) is the same event, as at Telnyx."""
+        """Every delivery, except a later attempt at an event this receiver already got (the
+        emulator tries again when the receiver answered too slowly, on a loaded machine, as
+        Telnyx does; the `duplicate` switch's copies are first attempts and are kept)."""
         event_id = delivery.body["data"]["id"]
-        if all(d.body["data"]["id"] != event_id for d in self.got[tag]):
+        again = delivery.body["meta"]["attempt"] > 1
+        if not again or all(d.body["data"]["id"] != event_id for d in self.got[tag]):
             self.got[tag].append(delivery)
 
     async def _ok(self, request: Request) -> Response:
