@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -99,3 +100,28 @@ def running_instances(
     finally:
         for instance in members:
             instance.kill()
+
+
+async def sms_tenant(http: httpx.AsyncClient, admin: dict[str, str], slug: str) -> dict[str, str]:
+    """A tenant made over HTTP with its SMS channel on; its key's header."""
+    created = await http.post(
+        "/admin/tenants", headers=admin, json={"name": slug.title(), "slug": slug}
+    )
+    assert created.status_code == 201, created.text
+    key = {"Authorization": f"Bearer {created.json()['api_key']}"}
+    toggled = await http.post("/api/channels/sms/toggle", json={"enabled": True}, headers=key)
+    assert toggled.status_code == 200, toggled.text
+    return key
+
+
+async def all_messages(http: httpx.AsyncClient, key: dict[str, str]) -> list[dict[str, Any]]:
+    """Every message of the key's tenant, page after page."""
+    found: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params = {"limit": 200, **({"cursor": cursor} if cursor else {})}
+        page = (await http.get("/api/messages", headers=key, params=params)).json()
+        found += page["messages"]
+        cursor = page["next_cursor"]
+        if not cursor:
+            return found

@@ -14,7 +14,6 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -22,6 +21,7 @@ import pytest
 from gateway.sandbox.server import ServerThread, free_port
 from gateway.sandbox.twilio_api import TwilioSandbox
 from tests.conftest import ROOT
+from tests.instances import all_messages, sms_tenant
 from tests.stack import ACCOUNT_SID, AUTH_TOKEN, stack_environ
 
 MESSAGES = 200
@@ -53,27 +53,6 @@ def start_gateway(project: Path, environ: dict[str, str], port: int) -> subproce
             process.kill()
             raise RuntimeError(f"gateway did not start: {(project / 'gateway.log').read_text()}")
         time.sleep(0.05)
-
-
-async def _tenant(http: httpx.AsyncClient, admin: dict[str, str], slug: str) -> dict[str, str]:
-    created = await http.post(
-        "/admin/tenants", headers=admin, json={"name": slug.title(), "slug": slug}
-    )
-    key = {"Authorization": f"Bearer {created.json()['api_key']}"}
-    await http.post("/api/channels/sms/toggle", json={"enabled": True}, headers=key)
-    return key
-
-
-async def _listing(http: httpx.AsyncClient, key: dict[str, str]) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        params = {"limit": 200, **({"cursor": cursor} if cursor else {})}
-        page = (await http.get("/api/messages", headers=key, params=params)).json()
-        found += page["messages"]
-        cursor = page["next_cursor"]
-        if not cursor:
-            return found
 
 
 def _plan() -> list[tuple[str, str, str]]:
@@ -113,7 +92,7 @@ async def test_sigkill_loses_nothing_and_sends_nothing_twice(tmp_path: Path) -> 
         try:
             async with httpx.AsyncClient(base_url=base, timeout=10) as http:
                 admin = {"Authorization": f"Bearer {environ['ADMIN_API_KEY']}"}
-                keys = {slug: await _tenant(http, admin, slug) for slug in ("acme", "globex")}
+                keys = {slug: await sms_tenant(http, admin, slug) for slug in ("acme", "globex")}
                 gate = asyncio.Semaphore(16)
 
                 async def accept(tenant: str, to: str, body: str) -> str:
@@ -136,7 +115,7 @@ async def test_sigkill_loses_nothing_and_sends_nothing_twice(tmp_path: Path) -> 
             async with httpx.AsyncClient(base_url=base, timeout=10) as http:
                 deadline = asyncio.get_running_loop().time() + 180  # a loaded machine
                 while True:
-                    listing = [m for key in keys.values() for m in await _listing(http, key)]
+                    listing = [m for key in keys.values() for m in await all_messages(http, key)]
                     unsettled = [m for m in listing if m["status"] in ("queued", "sending")]
                     if not unsettled:
                         break

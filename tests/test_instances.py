@@ -10,7 +10,6 @@ import itertools
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -19,23 +18,12 @@ import pytest
 
 from gateway.sandbox.server import ServerThread
 from gateway.sandbox.twilio_api import TwilioSandbox
-from tests.instances import Instances, running_instances
+from tests.instances import all_messages, running_instances, sms_tenant
 from tests.stack import ACCOUNT_SID, AUTH_TOKEN
 
 pytestmark = pytest.mark.slow
 
 MESSAGES = 150
-
-
-async def tenant(http: httpx.AsyncClient, instances: Instances, slug: str) -> dict[str, str]:
-    created = await http.post(
-        "/admin/tenants", headers=instances.admin, json={"name": slug.title(), "slug": slug}
-    )
-    assert created.status_code == 201, created.text
-    key = {"Authorization": f"Bearer {created.json()['api_key']}"}
-    toggled = await http.post("/api/channels/sms/toggle", json={"enabled": True}, headers=key)
-    assert toggled.status_code == 200, toggled.text
-    return key
 
 
 def plan() -> list[tuple[str, str, str]]:
@@ -47,18 +35,6 @@ def plan() -> list[tuple[str, str, str]]:
         if i % 4 == 0:
             items.append(("globex", f"+336140{i:05d}", f"message {i:04d}"))
     return items
-
-
-async def listing(http: httpx.AsyncClient, key: dict[str, str]) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        params = {"limit": 200, **({"cursor": cursor} if cursor else {})}
-        page = (await http.get("/api/messages", headers=key, params=params)).json()
-        found += page["messages"]
-        cursor = page["next_cursor"]
-        if not cursor:
-            return found
 
 
 def in_flight_of(database_url: str, pid: int) -> int:
@@ -104,7 +80,10 @@ async def test_a_killed_instance_loses_nothing_and_sends_nothing_twice(
         members = instances.members
         clients = [httpx.AsyncClient(base_url=m.url, timeout=10) for m in members]
         try:
-            keys = {slug: await tenant(clients[0], instances, slug) for slug in ("acme", "globex")}
+            keys = {
+                slug: await sms_tenant(clients[0], instances.admin, slug)
+                for slug in ("acme", "globex")
+            }
             gate = asyncio.Semaphore(16)
             turn = itertools.count()
             killed = asyncio.Event()
@@ -149,7 +128,7 @@ async def test_a_killed_instance_loses_nothing_and_sends_nothing_twice(
 
             deadline = asyncio.get_running_loop().time() + 120
             while True:
-                found = [m for key in keys.values() for m in await listing(clients[0], key)]
+                found = [m for key in keys.values() for m in await all_messages(clients[0], key)]
                 unsettled = [m for m in found if m["status"] in ("queued", "sending")]
                 if not unsettled:
                     break

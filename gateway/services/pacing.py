@@ -19,7 +19,23 @@ from gateway.store.engine import Engine
 SWEEP_EVERY = 300.0
 
 
-class Pacer:
+class _Pacing:
+    """What both pacers share: `wait` sleeps until the slot `reserve` took."""
+
+    interval: float
+
+    async def reserve(self, sender: str) -> float:
+        raise NotImplementedError
+
+    async def wait(self, sender: str) -> None:
+        if not self.interval:
+            return
+        delay = await self.reserve(sender)
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+class Pacer(_Pacing):
     """Slots in this process's memory."""
 
     def __init__(self, rate: float) -> None:
@@ -33,15 +49,8 @@ class Pacer:
         self._next[sender] = slot + self.interval
         return slot - now
 
-    async def wait(self, sender: str) -> None:
-        if not self.interval:
-            return
-        delay = await self.reserve(sender)
-        if delay > 0:
-            await asyncio.sleep(delay)
 
-
-class SharedPacer:
+class SharedPacer(_Pacing):
     """Slots in the database, shared by every instance on it (the database's clock)."""
 
     def __init__(self, db: Engine, rate: float) -> None:
@@ -61,13 +70,6 @@ class SharedPacer:
     async def reserve(self, sender: str) -> float:
         _, delay = await self.slot(sender)
         return max(0.0, delay)
-
-    async def wait(self, sender: str) -> None:
-        if not self.interval:
-            return
-        delay = await self.reserve(sender)
-        if delay > 0:
-            await asyncio.sleep(delay)
 
     async def sweep(self) -> int:
         """Delete the slots that have passed (they mean the same as no row)."""
