@@ -21,6 +21,7 @@ from typing import Any
 from gateway import migrations
 from gateway.config import Settings, load_settings
 from gateway.crypto import DecryptionError, Keyring, fingerprint_id
+from gateway.domain.key_scopes import ALL_SCOPES, KeyScope
 from gateway.errors import ApiError, ConfigError, ValidationFailed
 from gateway.logs import configure_logging
 from gateway.services import tenants as tenant_service
@@ -122,10 +123,27 @@ def _parser() -> argparse.ArgumentParser:
     key_create = keys.add_parser("create", parents=[common], help="issue an API key")
     key_create.add_argument("--tenant", required=True, help="tenant id or slug")
     key_create.add_argument("--label")
+    key_create.add_argument(
+        "--scopes",
+        type=_scopes,
+        default=ALL_SCOPES,
+        help="what the key may do, comma-separated: read, send, config (default: all three)",
+    )
     key_revoke = keys.add_parser("revoke", parents=[common], help="revoke an API key")
     key_revoke.add_argument("--tenant", required=True, help="tenant id or slug")
     key_revoke.add_argument("--key-id", required=True)
     return parser
+
+
+def _scopes(text: str) -> tuple[KeyScope, ...]:
+    """`read,send` -> the scopes, in their canonical order; an unknown or empty one is an
+    argument error (exit 2, argparse's message)."""
+    named = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in named if name not in ALL_SCOPES]
+    if unknown or not named:
+        problem = f"unknown scope {', '.join(unknown)!r}" if unknown else "no scope named"
+        raise argparse.ArgumentTypeError(f"{problem} (choose from {', '.join(ALL_SCOPES)})")
+    return tuple(scope for scope in ALL_SCOPES if scope in named)
 
 
 def _print(data: Any) -> None:
@@ -516,7 +534,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         async def create_key(db: Engine) -> Any:
             tenant = await tenant_service.require_tenant(db, args.tenant)
-            return await tenant_service.create_api_key(db, tenant.id, args.label)
+            return await tenant_service.create_api_key(db, tenant.id, args.label, args.scopes)
 
         _print(asyncio.run(_with_db(settings, create_key)))
     elif args.command == "keys" and args.action == "revoke":

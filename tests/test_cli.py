@@ -89,6 +89,18 @@ def test_tenant_and_key_commands(project: Path, capsys: pytest.CaptureFixture[st
     assert code == 1 and "time zone" in err
 
 
+def test_keys_create_takes_scopes(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run(capsys, "tenant", "create", "--name", "Acme", "--slug", "acme")
+    code, out, _ = run(capsys, "keys", "create", "--tenant", "acme", "--scopes", "send, read")
+    assert code == 0 and json.loads(out)["scopes"] == ["read", "send"]
+    code, out, _ = run(capsys, "keys", "create", "--tenant", "acme")
+    assert code == 0 and json.loads(out)["scopes"] == ["read", "send", "config"]
+    for bad, says in (("read,admin", "unknown scope 'admin'"), (",", "no scope named")):
+        with pytest.raises(SystemExit) as refused:
+            run(capsys, "keys", "create", "--tenant", "acme", "--scopes", bad)
+        assert refused.value.code == 2 and says in capsys.readouterr().err
+
+
 def test_bad_setting_fails_fast_with_one_line(
     project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -27,6 +27,7 @@ from gateway.console.channel_page import (
 from gateway.console.dashboard import ROUTES as DASHBOARD_ROUTES
 from gateway.console.errors import EXCEPTION_HANDLERS
 from gateway.console.hub import hub
+from gateway.console.keys import create_key, keys_page, revoke_key
 from gateway.console.render import STATIC
 from gateway.console.security import CsrfMiddleware, SecurityHeadersMiddleware
 from gateway.console.session import PREFIX
@@ -53,6 +54,9 @@ ROUTES: list[BaseRoute] = [
     Route("/channels/{channel}/toggle", toggle_channel, methods=_POST),
     Route("/channels/{channel}/test", test_channel, methods=_POST),
     Route("/channels/{channel}/operator", save_operator_settings, methods=_POST),
+    Route("/keys", keys_page, name="console_keys"),
+    Route("/keys", create_key, methods=_POST),
+    Route("/keys/{key_id}/revoke", revoke_key, methods=_POST),
 ]
 
 

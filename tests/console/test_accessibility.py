@@ -60,6 +60,7 @@ TENANT_PAGES = (
     "/console/channels/sms",
     "/console/channels/email",
     "/console/channels/whatsapp",
+    "/console/keys",
 )
 
 

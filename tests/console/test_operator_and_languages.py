@@ -104,3 +104,33 @@ def test_browser_language_french_by_default(new_page: Callable[..., Any]) -> Non
     page.get_by_label("Clé d'API").fill("wrong")
     page.get_by_role("button", name="Se connecter").click()
     expect(page.locator("#api-key-error")).to_have_text("clé d'API invalide")
+
+
+def test_operator_issues_a_scoped_key_in_the_browser(page: Any, console: Console) -> None:
+    _, tenant_key = console.tenant("Garage Martin")
+    _open_as_operator(page, "Garage Martin")
+    page.get_by_role("link", name="API keys").click()
+    page.wait_for_url("**/console/keys")
+    page.get_by_label("Label").fill("reporting")
+    page.get_by_label("config").uncheck()
+    page.get_by_label("send").uncheck()
+    page.get_by_role("button", name="Issue the key").click()
+    new_key = page.get_by_label("New API key").input_value()
+    assert new_key.startswith("cgw_")
+    expect(page.locator("#keys tr", has_text="reporting")).to_contain_text("read")
+    bearer = {"Authorization": f"Bearer {new_key}"}
+    assert console.http.get("/api/messages", headers=bearer).status_code == 200
+    refused = console.http.put("/api/channels/sms/config", json={}, headers=bearer)
+    assert refused.status_code == 403
+    assert refused.json()["error"]["details"]["scope"] == "config"
+    # no scope ticked: the API's refusal next to the scopes, nothing issued
+    page.get_by_label("Label").fill("none")
+    for scope in ("read", "send", "config"):
+        page.get_by_label(scope, exact=True).uncheck()
+    page.get_by_role("button", name="Issue the key").click()
+    expect(page.locator("#key-scopes-error")).to_be_visible()
+    expect(page.locator("#keys tr", has_text="none")).to_have_count(0)
+    page.get_by_role("button", name="Revoke the key reporting").click()
+    expect(page.locator("#keys tr", has_text="reporting")).to_contain_text("revoked on")
+    assert console.http.get("/api/messages", headers=bearer).status_code == 401
+    assert console.get("/api/messages", tenant_key) is not None
