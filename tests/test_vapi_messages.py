@@ -347,3 +347,42 @@ async def test_the_rest_api_keeps_full_access(api: Api) -> None:
         f"/api/appointments/{theirs}", json={"status": "cancelled"}, headers=key
     )
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
+
+
+@pytest.mark.parametrize(
+    ("name", "arguments"),
+    [
+        ("book_appointment", {"name": "Léa Martin", "start": ELEVEN}),
+        ("cancel_appointment", {}),
+        ("reschedule_appointment", {"new_start": ELEVEN}),
+        ("qualify_prospect", {"name": "Léa Martin", "phone": CALLER}),
+        ("create_ticket", {"subject": "Fuite", "description": "Sous l'évier"}),
+    ],
+)
+async def test_a_tenant_suspended_during_a_call_writes_nothing(
+    api: Api, name: str, arguments: dict[str, Any]
+) -> None:
+    tenant_id, key = await cabinet(api)
+    mine = await book(api, key, CALLER, TEN)
+    suspended = await api.client.patch(
+        f"/admin/tenants/{tenant_id}", json={"status": "suspended"}, headers=api.admin
+    )
+    assert suspended.status_code == 200, suspended.text
+    result = await tool(api, caller_call(tenant_id), name, arguments)
+    assert "cannot take bookings or requests" in result["error"], result
+    assert (await appointment(api, key, mine))["status"] == "booked"
+    assert (await appointment(api, key, mine))["starts_at"] == TEN
+    listed = {
+        name: (await api.client.get(f"/api/{name}", headers=key)).json()[name]
+        for name in ("appointments", "prospects", "tickets")
+    }
+    assert [a["id"] for a in listed["appointments"]] == [mine]
+    assert listed["prospects"] == [] and listed["tickets"] == []
+    # reading the diary is still answered, and resuming gives the assistant its tools back
+    free = await tool(api, caller_call(tenant_id), "check_availability", {"date": TEN[:10]})
+    assert "error" not in free, free
+    await api.client.patch(
+        f"/admin/tenants/{tenant_id}", json={"status": "active"}, headers=api.admin
+    )
+    again = await tool(api, caller_call(tenant_id), name, arguments)
+    assert "cannot take bookings" not in again.get("error", ""), again

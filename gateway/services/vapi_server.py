@@ -61,6 +61,12 @@ log = logging.getLogger("gateway.vapi")
 ToolHandler = Callable[["ToolContext", dict[str, Any]], Awaitable[str]]
 _UNKNOWN = object()
 NOT_IN_SERVICE = "Sorry, this number is not in service."
+# what a suspended tenant's assistant may still do during a call already under way
+READ_ONLY_TOOLS = frozenset({"check_availability"})
+SUSPENDED = (
+    "this business cannot take bookings or requests by phone at the moment; "
+    "please contact it another way"
+)
 
 
 class ToolError(Exception):
@@ -241,6 +247,9 @@ class VapiServer:
         try:
             if handler is None:
                 raise ToolError(f"unknown function {name!r}")
+            # suspended while the call was under way: it writes nothing (the API's 403)
+            if name not in READ_ONLY_TOOLS and context.principal.tenant.status != "active":
+                raise ToolError(SUSPENDED)
             entry["result"] = await handler(context, _arguments(tool_call))
         except ToolError as exc:
             entry["error"] = str(exc)
