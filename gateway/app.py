@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 
 from gateway.config import Settings
 from gateway.console.routes import console_routes
-from gateway.errors import ApiError
+from gateway.errors import ApiError, concurrent_change
 from gateway.http_server import read_deadlines, uvicorn_options
 from gateway.middleware import BodyDeadlineMiddleware, BodyLimitMiddleware, RequestLogMiddleware
 from gateway.openapi import build_openapi
@@ -31,6 +31,7 @@ from gateway.routes import (
     webhooks,
 )
 from gateway.routing import Endpoint, allowed_methods
+from gateway.store.engine import IntegrityError
 from gateway.wiring import Gateway
 
 log = logging.getLogger("gateway")
@@ -65,6 +66,15 @@ def all_endpoints() -> list[Endpoint]:
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+async def _integrity_error(request: Request, exc: Exception) -> Response:
+    """A constraint refused a write the request's checks had let through: a race, answered
+    as one (409), never a 500."""
+    log.warning(
+        "write refused by a constraint", extra={"path": request.url.path, "reason": str(exc)}
+    )
+    return await _api_error(request, concurrent_change())
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -108,7 +118,11 @@ def create_app(settings: Settings) -> Starlette:
             Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
             Middleware(BodyDeadlineMiddleware, seconds=deadlines.body),
         ],
-        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+        exception_handlers={
+            ApiError: _api_error,
+            IntegrityError: _integrity_error,
+            HTTPException: _http_error,
+        },
         lifespan=lifespan,
     )
     app.state.gateway = gateway

@@ -73,6 +73,17 @@ class Conflict(ApiError):
     code = "conflict"
 
 
+def concurrent_change() -> Conflict:
+    """What a write refused by a constraint answers when the request's own checks passed: the
+    state changed while it ran (the tenant was deleted, a row it names was removed, a twin
+    request wrote first). The write's transaction was rolled back."""
+    return Conflict(
+        "This request conflicts with a change made while it ran (something it refers to was "
+        "removed or written meanwhile); nothing of it was saved. Check and try again.",
+        code="concurrent_change",
+    )
+
+
 class RequestTimeout(ApiError):
     status = 408
     code = "request_timeout"

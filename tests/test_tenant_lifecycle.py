@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from gateway.ids import later_iso, now_iso
 from gateway.store import calls as call_store
 from gateway.store import messages as message_store
 from gateway.store import reminders as reminder_store
+from gateway.store import tenants as tenant_store
 from gateway.store.engine import Connection
 from tests.conftest import TWILIO, Api, running_api
 from tests.test_isolation import an_appointment
@@ -367,3 +369,61 @@ async def test_deleting_an_unknown_tenant_is_404_and_a_tenant_key_is_refused(api
     as_tenant = await api.client.delete("/admin/tenants/acme?confirm=acme", headers=key)
     assert as_tenant.status_code == 403
     assert (await api.client.get("/admin/tenants/acme", headers=api.admin)).status_code == 200
+
+
+async def _a_free_slot(api: Api, key: dict[str, str]) -> str:
+    day = date.today() + timedelta(days=7)  # clear of the notice, inside the horizon
+    free = await api.client.get(
+        "/api/availability",
+        params={"start": day.isoformat(), "end": (day + timedelta(days=6)).isoformat()},
+        headers=key,
+    )
+    return str(next(s for d in free.json()["days"] for s in d["slots"]))
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/api/channels/sms/send"),
+        ("POST", "/api/appointments"),
+        ("PUT", "/api/channels/email/config"),
+    ],
+)
+async def test_a_tenant_deleted_while_its_request_runs_gets_a_clear_409(
+    api: Api, monkeypatch: pytest.MonkeyPatch, method: str, path: str
+) -> None:
+    """The request's key was checked, then the operator deleted the tenant before the request
+    wrote: the write's foreign key fails. The answer is the one error shape, not a 500, and
+    nothing of the request is left."""
+    key = await sms_tenant(api)
+    tenant_id = await tenant_id_of(api, key)
+    body: dict[str, Any] = {
+        "/api/channels/sms/send": {"to": CLIENT, "body": "Bonjour"},
+        "/api/channels/email/config": {"host": "smtp.example.com"},
+    }.get(path) or {
+        "customer_name": "Léa",
+        "customer_phone": CLIENT,
+        "starts_at": await _a_free_slot(api, key),
+    }
+    db = api.gateway.db
+    write_fn = db.write_fn
+    armed = True
+
+    async def deleted_first(fn: Callable[[Connection], Any], *args: Any, **kwargs: Any) -> Any:
+        nonlocal armed
+        if armed:
+            armed = False
+            await write_fn(lambda conn: tenant_store.delete_tenant(conn, tenant_id))
+        return await write_fn(fn, *args, **kwargs)
+
+    monkeypatch.setattr(db, "write_fn", deleted_first)
+    response = await api.client.request(method, path, json=body, headers=key)
+
+    assert not armed, "the request wrote nothing, so it did not race the deletion"
+    assert response.status_code == 409, response.text
+    error = response.json()["error"]
+    # a channel's settings have their own word for it (written meanwhile): either way the
+    # answer says that nothing of the request was kept
+    assert error["code"] in {"concurrent_change", "config_changed"}, error
+    monkeypatch.setattr(db, "write_fn", write_fn)
+    assert set((await rows_of(api, tenant_id)).values()) == {0}

@@ -16,7 +16,8 @@ from starlette.responses import RedirectResponse, Response
 from gateway.console.i18n import language_of, translator
 from gateway.console.render import is_htmx, render
 from gateway.console.session import PREFIX, ConsoleRedirect, SignInRequired, end_session
-from gateway.errors import ApiError
+from gateway.errors import ApiError, concurrent_change
+from gateway.store.engine import IntegrityError
 
 
 def redirect(request: Request, location: str) -> Response:
@@ -56,6 +57,14 @@ async def api_error(request: Request, exc: Exception) -> Response:
     return error_page(request, exc.status, exc.message)
 
 
+async def integrity_error(request: Request, exc: Exception) -> Response:
+    """A write the page's checks let through, refused by a constraint: a race (the tenant
+    was deleted meanwhile…), shown as the API's 409."""
+    assert isinstance(exc, IntegrityError)
+    error = concurrent_change()
+    return error_page(request, error.status, error.message)
+
+
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     t = translator(language_of(request))
@@ -71,5 +80,6 @@ EXCEPTION_HANDLERS = {
     SignInRequired: sign_in_required,
     ConsoleRedirect: console_redirect,
     ApiError: api_error,
+    IntegrityError: integrity_error,
     HTTPException: http_error,
 }

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.errors import concurrent_change
 from gateway.ids import now_iso
 from gateway.store.dialect import json_text
 from gateway.store.engine import Connection, Engine, Row, UniqueViolation
@@ -63,8 +64,8 @@ async def get_channel(tdb: TenantDB, channel: str) -> ChannelRow:
         "WHERE tenant_id = :tenant_id AND channel_type = :channel",
         {"channel": channel},
     )
-    if row is None:  # every tenant has its four rows from creation on
-        raise LookupError(f"channel row {channel} missing")
+    if row is None:  # every tenant has its four rows from creation on, until it is deleted
+        raise concurrent_change()  # the tenant was deleted after the request's key was read
     return ChannelRow.from_row(row)
 
 
