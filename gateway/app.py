@@ -24,6 +24,7 @@ from gateway.routes import (
     analytics,
     booking,
     channels,
+    contacts,
     crm,
     messages,
     ops,
@@ -58,6 +59,7 @@ def all_endpoints() -> list[Endpoint]:
         *webhooks.ENDPOINTS,
         *booking.ENDPOINTS,
         *crm.ENDPOINTS,
+        *contacts.ENDPOINTS,
         *vapi.ENDPOINTS,
         *analytics.ENDPOINTS,
     ]

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -43,6 +44,7 @@ __all__ = ["Database", "SQLiteConnection", "ScopedConnection", "TenantDB", "Tena
 T = TypeVar("T")
 Outcome = tuple["asyncio.Future[Any]", bool, Any]
 
+log = logging.getLogger("gateway.db")
 _BUSY_TIMEOUT_MS = 5000
 _MAX_BATCH = 512
 _STOP = object()
@@ -114,6 +116,9 @@ def connect(path: Path | str, *, read_only: bool = False) -> SQLiteConnection:
     if not read_only:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
+        # what an update or delete frees is zeroed, so an erased contact's old row versions
+        # do not stay readable in free space of the file (gateway.services.erasure)
+        conn.execute("PRAGMA secure_delete = ON")
     return conn
 
 
@@ -275,6 +280,23 @@ class Database:
             return conn.execute(sql, params).rowcount
 
         return await self.write_fn(run)
+
+    async def reclaim(self, tables: Sequence[str]) -> None:
+        """Copy the WAL into the file and empty it (TRUNCATE): the page images an erasure
+        overwrote leave the `-wal` file. On a connection of its own, outside any transaction;
+        readers still on an older snapshot make it give up (logged), and the next checkpoint
+        does it."""
+
+        def checkpoint() -> None:
+            conn = connect(self.path)
+            try:
+                busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            finally:
+                conn.close()
+            if busy:
+                log.warning("WAL checkpoint after an erasure was blocked by a reader")
+
+        await asyncio.to_thread(checkpoint)
 
     # -- reads ----------------------------------------------------------------------------
 

@@ -1,9 +1,31 @@
-"""Prometheus metrics. Labels carry channels, providers and outcomes only: never a tenant
-secret, an address or message content."""
+"""Prometheus metrics. Labels carry channels, providers, outcomes, alert rules and tenant ids
+only: never a tenant secret, an address or message content."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# figure (as gateway.services.alert_rules names it) -> (metric name, help)
+ALERT_FIGURES = {
+    "failure_rate_24h": (
+        "gateway_failure_rate_24h_percent",
+        "Outbound messages failed or undelivered over the last 24 h, % of "
+        "those with a final status",
+    ),
+    "loss_share_7d": (
+        "gateway_loss_share_7d_percent",
+        "Outbound messages billed below their cost over the last 7 days, % of those with a "
+        "known margin",
+    ),
+    "sms_cost_month_eur": (
+        "gateway_sms_cost_month_eur",
+        "SMS billed cost since the first of the month, UTC (tenants with a budget)",
+    ),
+    "sms_budget_used_ratio": (
+        "gateway_sms_budget_used_ratio",
+        "That cost over the tenant's monthly_sms_budget_eur",
+    ),
+}
 
 
 class Metrics:
@@ -64,6 +86,28 @@ class Metrics:
             ["provider"],
             registry=self.registry,
         )
+
+        # the figures of the last alert evaluation (gateway.services.alerts), per tenant id
+        # with activity in the window and "overall": one series per tenant and figure
+        self.alert_figures = {
+            figure: Gauge(name, text, ["tenant"], registry=self.registry)
+            for figure, (name, text) in ALERT_FIGURES.items()
+        }
+        self.alerts_active = Gauge(
+            "gateway_alerts_active", "Active alerts", ["rule"], registry=self.registry
+        )
+
+    def show_alert_figures(
+        self, figures: list[tuple[str, str, float]], active: dict[str, int]
+    ) -> None:
+        """Replace the alert gauges with these (scope, figure, value) and active counts."""
+        for gauge in self.alert_figures.values():
+            gauge.clear()
+        for scope, figure, value in figures:
+            if figure in self.alert_figures:
+                self.alert_figures[figure].labels(tenant=scope).set(value)
+        for rule, count in active.items():
+            self.alerts_active.labels(rule=rule).set(count)
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

@@ -30,6 +30,7 @@ from gateway.settings_types import (
     Amount,
     BridgeTimeout,
     DatabaseUrl,
+    DaysOrOff,
     Ed25519Key,
     FilePath,
     Flag,
@@ -129,6 +130,43 @@ class GatewaySettings(BaseSettings):
         "the TOML configuration file, like `--config` (which wins); read from the process "
         "environment only",
     )
+    alert_webhook_url: Url | None = setting(
+        None,
+        "ALERT_WEBHOOK_URL",
+        "core",
+        "receives each new and each resolved alert as a signed JSON POST",
+    )
+    alert_webhook_secret: Secret | None = setting(
+        None,
+        "ALERT_WEBHOOK_SECRET",
+        "core",
+        "the HMAC-SHA256 key of the alert webhook's `X-Gateway-Signature`; required with "
+        "`ALERT_WEBHOOK_URL`",
+    )
+    alert_webhook_max_attempts: WholeNumber = setting(
+        8, "ALERT_WEBHOOK_MAX_ATTEMPTS", "core", "attempts before an alert's POST is given up"
+    )
+    alert_webhook_backoff_seconds: PositiveSeconds = setting(
+        30.0,
+        "ALERT_WEBHOOK_BACKOFF_SECONDS",
+        "core",
+        "wait before the first retry of an alert's POST, doubled after each failure (at most "
+        "an hour)",
+    )
+    alert_min_messages: WholeNumber = setting(
+        20,
+        "ALERT_MIN_MESSAGES",
+        "core",
+        "messages with a final status (or a known margin) a tenant needs in the window before "
+        "its failure rate (or loss share) can raise an alert",
+    )
+    alert_expensive_segment_eur: Amount = setting(
+        Decimal("0.20"),
+        "ALERT_EXPENSIVE_SEGMENT_EUR",
+        "core",
+        "a destination whose SMS cost more than this per segment on average over 24 h raises "
+        "an alert (provider cost, EUR)",
+    )
 
     # -- database
     database_path: FilePath | None = setting(
@@ -147,6 +185,14 @@ class GatewaySettings(BaseSettings):
         "database",
         "PostgreSQL: write transactions one instance runs at once (SQLite has one writer "
         "thread with group commit)",
+    )
+    retention_days: DaysOrOff = setting(
+        730,
+        "RETENTION_DAYS",
+        "database",
+        "messages' texts, their events' raw payloads and calls' transcripts, summaries and "
+        "recording URLs older than this are removed by the cron schedule (addresses, money, "
+        "counts, statuses and timestamps stay); `off` keeps them forever",
     )
     database_url: DatabaseUrl | None = setting(
         None,

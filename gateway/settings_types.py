@@ -236,6 +236,18 @@ LogLevel = Annotated[
 OnOff = Annotated[
     Literal["on", "off"], BeforeValidator(_choice("on", "off")), Accepts("`on` or `off`")
 ]
+
+
+def _days_or_off(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().lower() == "off":
+        return None
+    return _whole(value)
+
+
+# None: off
+DaysOrOff = Annotated[
+    int | None, BeforeValidator(_days_or_off), Accepts("whole number of days > 0, or `off`")
+]
 AccountSid = Annotated[str, BeforeValidator(_account_sid), Accepts("`AC` + 32 hex digits")]
 GraphVersion = Annotated[str, BeforeValidator(_graph_version), Accepts("`v<major>.<minor>`")]
 PhoneNumber = Annotated[str, BeforeValidator(_phone), Accepts("E.164 number")]

@@ -9,6 +9,9 @@ from gateway import migrations, providers
 from gateway.config import Settings
 from gateway.db import Database
 from gateway.metrics import Metrics
+from gateway.services.alert_rules import Limits
+from gateway.services.alert_webhook import AlertWebhook
+from gateway.services.alerts import AlertService
 from gateway.services.booking import BookingService
 from gateway.services.channel_config import ChannelConfigService
 from gateway.services.channel_tests import ChannelTests
@@ -21,6 +24,7 @@ from gateway.services.messaging import MessagingService
 from gateway.services.numbers import operator_numbers
 from gateway.services.ratelimit import CHANNEL_TEST_LIMIT, buckets_for
 from gateway.services.reminders import Reminders
+from gateway.services.retention import Retention
 from gateway.services.tenants import check_keyring
 from gateway.services.vapi_server import VapiServer
 from gateway.services.vapi_tools import TOOLS
@@ -91,6 +95,14 @@ class Gateway:
         self.booking.on_booked = self.reminders.confirm
         # one run per scheduled minute across instances: claimed in the database
         self.scheduler = Scheduler(settings.crons, self.cron_tick, self.db)
+        # RETENTION_DAYS: its own job on the crons, each scheduled minute once across instances
+        self.retention = Retention(self.db, typed.retention_days)
+        self.retention_schedule = Scheduler(
+            settings.crons if self.retention.enabled else [],
+            self.retention.run,
+            self.db,
+            job="retention",
+        )
         self.voice = VoiceService(self.db, settings, self.channels, self.providers)
         self.vapi = VapiServer(
             self.db,
@@ -106,6 +118,14 @@ class Gateway:
         self.webhooks = WebhookService(
             self.db, self.providers, self.channels, self.inbound, self.voice
         )
+        self.alert_webhook = AlertWebhook.from_settings(self.db, typed)
+        limits = Limits(typed.alert_min_messages, float(typed.alert_expensive_segment_eur))
+        self.alerts = AlertService(self.db, limits, self.alert_webhook, self.metrics)
+        self.webhooks.on_outcome = self.alerts.webhook_outcome
+        # its own job on the crons: each scheduled minute evaluates once across instances,
+        # whatever the tick does; deliveries and gauges every minute on every instance
+        self.alert_schedule = Scheduler(settings.crons, self.alerts.tick, self.db, job="alerts")
+        self.alert_minute = Scheduler(["* * * * *"], self.alerts.every_minute)
         rule = settings.ratelimit("SEND_RATE_LIMITER")
         # shared by every instance on PostgreSQL, per process on SQLite
         self.send_limiter = buckets_for(self.db, rule) if rule else None
@@ -154,15 +174,22 @@ class Gateway:
             # messages accepted by other instances wake this dispatcher (PostgreSQL NOTIFY)
             self.db.subscribe(DUE_MESSAGES, self.dispatcher.wake)
             self.scheduler.start()
+            self.retention_schedule.start()
             self.exchange_refresh.start()
+            self.alert_schedule.start()
+            self.alert_minute.start()
 
     async def stop(self) -> None:
         if self.run_dispatcher:
             await self.scheduler.stop()
+            await self.retention_schedule.stop()
             await self.exchange_refresh.stop()
+            await self.alert_schedule.stop()
+            await self.alert_minute.stop()
             await self.dispatcher.stop()
         await self.providers.aclose()
         await self.exchange.aclose()
+        await self.alert_webhook.aclose()
         await self.db.close()
         if self.serving_lock is not None:
             self.serving_lock.release()

@@ -50,11 +50,13 @@ SCOPES: dict[tuple[str, str], str] = {
     ("GET", "/api/metrics/messages"): "read",
     ("GET", "/api/metrics/calls"): "read",
     ("GET", "/api/metrics/unprofitable"): "read",
+    ("DELETE", "/api/contacts/{contact}"): "config",
 }
 _PATH_VALUES = {
     "{channel_type}": "sms",
     "{message_id}": "msg_none",
     "{appointment_id}": "apt_none",
+    "{contact}": "+33699999999",
 }
 
 

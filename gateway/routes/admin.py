@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 from starlette.responses import Response
 
 from gateway.channel_models import PhoneOperatorConfig, SmsOperatorConfig, TimeZoneName
 from gateway.domain.key_scopes import ALL_SCOPES, KeyScope
+from gateway.routes import admin_alerts
 from gateway.routing import Ctx, Endpoint, json_response
 from gateway.services import tenants as service
 from gateway.validation import Country, HeaderText, RequestModel, Slug
@@ -34,10 +35,26 @@ class TenantPatch(RequestModel):
         "answer 403 tenant_suspended, its calls hear that the service is unavailable, its "
         "queued messages and reminders wait; active: what waited goes out",
     )
+    monthly_sms_budget_eur: (
+        Annotated[
+            float,
+            Field(ge=0, le=1e9, allow_inf_nan=False, strict=True),
+            AfterValidator(lambda v: round(v, 4)),
+        ]
+        | None
+    ) = Field(
+        None,
+        description="The tenant's monthly SMS budget in EUR (billed cost, calendar month "
+        "UTC): above it, the sms_budget alert; null removes it",
+    )
 
     @model_validator(mode="after")
     def _no_nulls(self) -> Self:
-        nulls = sorted(f for f in self.model_fields_set if getattr(self, f) is None)
+        nulls = sorted(
+            f
+            for f in self.model_fields_set
+            if getattr(self, f) is None and f != "monthly_sms_budget_eur"
+        )
         if nulls:
             raise ValueError(f"{', '.join(nulls)} cannot be null")
         return self
@@ -172,7 +189,8 @@ ENDPOINTS = [
         tags=["operator"],
         body=TenantPatch,
         responses={404: "tenant_not_found"},
-        description="Changes the fields given (name, timezone, status) and nothing else. "
+        description="Changes the fields given (name, timezone, status, "
+        "monthly_sms_budget_eur) and nothing else. "
         "A suspended tenant keeps read access to its data; resuming sends what waited.",
     ),
     Endpoint(
@@ -251,3 +269,6 @@ ENDPOINTS.append(
         responses={409: "VAPI_API_KEY or VAPI_WEBHOOK_SECRET missing", 502: "Vapi refused"},
     )
 )
+
+# GET /admin/alerts
+ENDPOINTS += admin_alerts.ENDPOINTS

@@ -2,17 +2,24 @@
 (gateway/providers/*/webhooks.py); this applies what it says — status reports, inbound
 messages, a call coming in, how a call went — and answers what the provider expects.
 
-Unsigned or forged requests answer 403 and nothing is read further or written. A webhook
+Unsigned or forged requests answer 403 and nothing is read further or written (but the count
+of the provider's webhook failures in a row, for the alerts: nothing of the request). A webhook
 scoped to a tenant (WhatsApp's, by slug) is verified with that tenant's secrets; an unknown
 slug is refused exactly like a wrong signature, so slugs cannot be enumerated."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from gateway.channel_models import WhatsAppConfig
 from gateway.errors import ApiError, BadRequest, Forbidden, NotFound
-from gateway.providers.base import WebhookRejected, WebhookReply, WebhookRequest
+from gateway.providers.base import (
+    WebhookRejected,
+    WebhookReply,
+    WebhookRequest,
+    WebhookSource,
+)
 from gateway.providers.registry import Providers
 from gateway.services.channel_config import ChannelConfigService
 from gateway.services.inbound import InboundService
@@ -46,12 +53,34 @@ class WebhookService:
         source = self.providers.webhooks(provider)
         return source.kinds if source is not None else frozenset()
 
+    # told how each webhook of a known provider went: None, or why it failed (the alerts'
+    # run of webhook failures)
+    on_outcome: Callable[[str, str | None], Awaitable[None]] | None = None
+
     async def handle(
         self, provider: str, kind: str, request: WebhookRequest, tenant_slug: str | None = None
     ) -> WebhookReply:
         source = self.providers.webhooks(provider)
         if source is None or kind not in source.kinds:
             raise NotFound(f"No webhook {provider}/{kind}", code="unknown_webhook")
+        try:
+            reply = await self._handle(provider, source, kind, request, tenant_slug)
+        except Exception as exc:
+            if self.on_outcome is not None:
+                await self.on_outcome(provider, getattr(exc, "code", type(exc).__name__))
+            raise
+        if self.on_outcome is not None:
+            await self.on_outcome(provider, None)
+        return reply
+
+    async def _handle(
+        self,
+        provider: str,
+        source: WebhookSource,
+        kind: str,
+        request: WebhookRequest,
+        tenant_slug: str | None,
+    ) -> WebhookReply:
         tenant_id, secrets = await self._tenant(tenant_slug)
         try:
             source.verify(kind, request, secrets)

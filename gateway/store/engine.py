@@ -76,6 +76,12 @@ class Engine(Protocol):
 
     async def fetchone(self, sql: str, params: Params = ()) -> Any: ...
 
+    async def reclaim(self, tables: Sequence[str]) -> None:
+        """After an erasure committed: make the row versions it overwrote unreachable below
+        SQL too, as far as the engine can. SQLite (secure_delete: freed space is zeroed):
+        the WAL copied into the file and emptied; PostgreSQL: VACUUM of `tables`."""
+        ...
+
     def subscribe(self, channel: str, callback: Callable[[], None]) -> None:
         """Call `callback` (from another thread) whenever a transaction that `announce`d on
         `channel` commits, in any process on this database, and once after each (re)connect:

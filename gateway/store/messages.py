@@ -12,6 +12,7 @@ from gateway.ids import iso, new_id, now_iso, parse_iso
 from gateway.message_states import FINAL, MESSAGE_RANK, UNFINISHED, sources
 from gateway.store.dialect import same
 from gateway.store.engine import Connection, Dialect, Engine, Row
+from gateway.store.erasure import suppression_key
 from gateway.store.paging import newest_first
 from gateway.store.tenant_scope import ScopedConnection, TenantDB
 
@@ -135,12 +136,19 @@ async def get_message(tdb: TenantDB, message_id: str) -> Row | None:
     )
 
 
+_BY_IDEMPOTENCY_KEY = (
+    "SELECT * FROM channel_messages_log WHERE tenant_id = :tenant_id AND idempotency_key = :key"
+)
+
+
 async def get_by_idempotency_key(tdb: TenantDB, key: str) -> Row | None:
-    return await tdb.fetchone(
-        "SELECT * FROM channel_messages_log WHERE tenant_id = :tenant_id "
-        "AND idempotency_key = :key",
-        {"key": key},
-    )
+    return await tdb.fetchone(_BY_IDEMPOTENCY_KEY, {"key": key})
+
+
+def idempotent_message(conn: ScopedConnection, key: str) -> Row | None:
+    """`get_by_idempotency_key` inside a write transaction."""
+    row: Row | None = conn.execute(_BY_IDEMPOTENCY_KEY, {"key": key}).fetchone()
+    return row
 
 
 async def list_events(tdb: TenantDB, message_id: str) -> list[dict[str, Any]]:
@@ -176,12 +184,27 @@ async def list_messages(
     )
 
 
+_SUPPRESSION = (
+    "SELECT reason, detail, created_at FROM suppressions WHERE tenant_id = :tenant_id "
+    # an erased contact's suppression holds a hash of the address (gateway/store/erasure.py)
+    "AND channel = :channel AND address IN (:address, :hashed)"
+)
+
+
 async def suppression_for(tdb: TenantDB, channel: str, address: str) -> Row | None:
+    hashed = suppression_key(tdb.tenant_id, address)
     return await tdb.fetchone(
-        "SELECT reason, detail, created_at FROM suppressions WHERE tenant_id = :tenant_id "
-        "AND channel = :channel AND address = :address",
-        {"channel": channel, "address": address},
+        _SUPPRESSION, {"channel": channel, "address": address, "hashed": hashed}
     )
+
+
+def suppression_in(conn: ScopedConnection, channel: str, address: str) -> Row | None:
+    """`suppression_for` inside a write transaction."""
+    hashed = suppression_key(conn.tenant_id, address)
+    row: Row | None = conn.execute(
+        _SUPPRESSION, {"channel": channel, "address": address, "hashed": hashed}
+    ).fetchone()
+    return row
 
 
 def add_suppression(
@@ -201,9 +224,9 @@ def add_suppression(
 
 def remove_suppression(conn: Connection, tenant_id: str, channel: str, address: str) -> None:
     conn.execute(
-        "DELETE FROM suppressions WHERE tenant_id = ? AND channel = ? AND address = ? "
+        "DELETE FROM suppressions WHERE tenant_id = ? AND channel = ? AND address IN (?, ?) "
         "AND reason = 'stop_keyword'",
-        (tenant_id, channel, address),
+        (tenant_id, channel, address, suppression_key(tenant_id, address)),
     )
 
 

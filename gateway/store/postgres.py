@@ -30,11 +30,12 @@ concurrent writes do not wait for connections being opened.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, TypeVar
 
 import psycopg
+import psycopg.sql
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -240,6 +241,22 @@ class PostgresEngine:
 
     async def execute_write(self, sql: str, params: Params = ()) -> int:
         return await self.write_fn(lambda conn: conn.execute(sql, params).rowcount)
+
+    async def reclaim(self, tables: Sequence[str]) -> None:
+        """VACUUM `tables` (it cannot run in a transaction: the pool's connections are in
+        autocommit outside `write_fn`): the dead row versions an erasure left become free
+        space no query reaches. Their bytes may stay in the data files until overwritten,
+        and in the WAL until it is recycled."""
+
+        def vacuum() -> None:
+            assert self._writes is not None
+            with self._writes.connection() as raw:
+                for table in tables:
+                    raw.execute(psycopg.sql.SQL("VACUUM {}").format(psycopg.sql.Identifier(table)))
+
+        if self._write_threads is None:
+            raise RuntimeError("database is not started")
+        await asyncio.get_running_loop().run_in_executor(self._write_threads, vacuum)
 
     # -- reads ----------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ class Tenant:
     status: str
     created_at: str
     country: str | None = None
+    monthly_sms_budget_eur: float | None = None
 
     @classmethod
     def from_row(cls, row: Row) -> Tenant:
@@ -31,6 +32,7 @@ class Tenant:
             status=row["status"],
             created_at=row["created_at"],
             country=row["country"],
+            monthly_sms_budget_eur=row["monthly_sms_budget_eur"],
         )
 
     def public(self) -> dict[str, Any]:
@@ -41,11 +43,12 @@ class Tenant:
             "timezone": self.timezone,
             "status": self.status,
             "country": self.country,
+            "monthly_sms_budget_eur": self.monthly_sms_budget_eur,
             "created_at": self.created_at,
         }
 
 
-_TENANT_COLUMNS = "id, slug, name, timezone, status, created_at, country"
+_TENANT_COLUMNS = "id, slug, name, timezone, status, created_at, country, monthly_sms_budget_eur"
 
 
 def insert_tenant(
@@ -121,7 +124,8 @@ async def list_api_keys(db: Engine, tenant_id: str) -> list[dict[str, Any]]:
 async def find_key(db: Engine, key_hash: str) -> Row | None:
     row: Row | None = await db.fetchone(
         "SELECT k.id AS key_id, k.last_used_at, k.revoked_at, k.scopes, "
-        "t.id, t.slug, t.name, t.timezone, t.status, t.created_at, t.country "
+        "t.id, t.slug, t.name, t.timezone, t.status, t.created_at, t.country, "
+        "t.monthly_sms_budget_eur "
         "FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = ?",
         (key_hash,),
     )
@@ -152,11 +156,12 @@ async def tenant_for_number(db: Engine, e164: str) -> tuple[str, str] | None:
     return (row["tenant_id"], row["kind"]) if row else None
 
 
-_EDITABLE = frozenset({"name", "timezone", "status"})
+_EDITABLE = frozenset({"name", "timezone", "status", "monthly_sms_budget_eur"})
 
 
 def update_tenant(conn: Connection, tenant_id: str, fields: dict[str, Any]) -> Tenant | None:
-    """Change the tenant's editable fields (name, timezone, status); None when it is gone."""
+    """Change the tenant's editable fields (name, timezone, status, monthly SMS budget); None
+    when it is gone."""
     unknown = set(fields) - _EDITABLE
     if unknown:
         raise ValueError(f"not editable: {sorted(unknown)}")
