@@ -11,6 +11,7 @@ from starlette.requests import Request
 from gateway.domain.key_scopes import KeyScope, decode_scopes
 from gateway.errors import Forbidden, Unauthorized
 from gateway.ids import now_iso, parse_iso
+from gateway.services.config_cache import cache_for
 from gateway.services.principal import TenantPrincipal
 from gateway.services.tenants import hash_key, require_active
 from gateway.store import tenants as store
@@ -58,16 +59,19 @@ async def require_tenant(request: Request, db: Engine, admin_key: str) -> Tenant
             "This endpoint needs a tenant API key; the operator key was sent",
             code="wrong_key_kind",
         )
-    row = await store.find_key(db, hash_key(token))
+    cache = cache_for(db)
+    row = await cache.find_key(db, hash_key(token))
     if row is None or row["revoked_at"] is not None:
         raise Unauthorized("Unknown or revoked API key", code="unknown_api_key")
     tenant = Tenant.from_row(row)
     if request.method not in ("GET", "HEAD"):  # a suspended tenant still reads its data
         require_active(tenant)
     now = now_iso()
-    last = row["last_used_at"]
-    if last is None or parse_iso(now) - parse_iso(last) >= _TOUCH_INTERVAL:
-        await store.touch_key(db, row["key_id"], now)
+    key_id = row["key_id"]
+    last = max(row["last_used_at"] or "", cache.touched.get(key_id, ""))
+    if not last or parse_iso(now) - parse_iso(last) >= _TOUCH_INTERVAL:
+        cache.touched[key_id] = now  # the cached row still holds the time before
+        await store.touch_key(db, key_id, now)
     request.state.tenant_id = tenant.id
     return TenantPrincipal(
         tenant, row["key_id"], TenantDB(db, tenant.id), decode_scopes(row["scopes"])

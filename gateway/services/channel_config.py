@@ -26,6 +26,7 @@ from gateway.config import Settings
 from gateway.crypto import DecryptionError, Keyring, aad_for
 from gateway.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from gateway.net_guard import HostGuard, HostRefused
+from gateway.services import config_cache
 from gateway.services.numbers import operator_numbers
 from gateway.store import channels as store
 from gateway.store.tenant_scope import ScopedConnection, TenantDB
@@ -284,6 +285,7 @@ class ChannelConfigService:
             store.set_enabled(conn, channel, enabled)
 
         await tdb.write_fn(write)
+        await config_cache.changed(tdb.db)  # sends see it at once
         return self.view(await self.load(tdb, channel))
 
     async def record_error(self, tdb: TenantDB, channel: str, error: str | None) -> None:
@@ -375,4 +377,5 @@ class ChannelConfigService:
                 code="number_taken",
                 details={"number": exc.number, "reason": exc.reason},
             ) from None
+        await config_cache.changed(tdb.db)  # sends see it at once
         return self.view(await self.load(tdb, channel))

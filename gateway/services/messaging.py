@@ -12,19 +12,20 @@ from typing import Any
 
 from gateway.channel_models import SmsConfig, WhatsAppConfig
 from gateway.config import Settings
-from gateway.errors import Conflict, ValidationFailed
+from gateway.errors import ApiError, Conflict, ValidationFailed
 from gateway.ids import iso, new_id, now_iso
 from gateway.metrics import Metrics
 from gateway.providers.whatsapp.cloud import template_object
 from gateway.services import pricing, segments
 from gateway.services.channel_config import ChannelConfigService, ChannelState
+from gateway.services.config_cache import cache_for
 from gateway.services.failover import SmsRouting
 from gateway.services.principal import TenantPrincipal
 from gateway.services.templates import render
 from gateway.services.tenants import require_active
 from gateway.store import messages as store
 from gateway.store.engine import DUE_MESSAGES, Row, UniqueViolation, announce
-from gateway.store.tenant_scope import ScopedConnection
+from gateway.store.tenant_scope import ScopedConnection, TenantDB
 
 
 @dataclass
@@ -80,45 +81,78 @@ class MessagingService:
         require_active(principal.tenant)  # reminders and follow-ups of a suspended tenant wait
         tdb = principal.db
         request_hash = _request_hash(draft)
-        if idempotency_key:
-            existing = await store.get_by_idempotency_key(tdb, idempotency_key)
-            if existing is not None:
-                return self._replay(existing, request_hash), False
-        state = await self.channels.load(tdb, draft.channel)
-        self._check_channel(state, off_ok=hold)
-        suppressed = await store.suppression_for(tdb, draft.channel, draft.to)
-        if suppressed is not None:
-            raise Conflict(
-                f"{draft.to} is suppressed on {draft.channel}: {suppressed['reason']}",
-                code="recipient_suppressed",
-                details={"reason": suppressed["reason"], "since": suppressed["created_at"]},
-            )
-        row = self._build_row(principal, state, draft)
-        row.update(idempotency_key=idempotency_key, request_hash=request_hash)
-        if hold:
-            row["next_attempt_at"] = None
-        announced = self.announce_due and not hold and row["next_attempt_at"] <= row["created_at"]
+        # The checks that need the database run in the insert's own transaction (one trip);
+        # the others are made here, and their refusal is raised there in the order a client
+        # has always seen: a replay first, then the channel, the recipient, the content.
+        row: dict[str, Any] = {}
+        content_refusal = None
+        try:
+            state = await self._channel_state(tdb, draft.channel)
+        except ApiError as exc:  # unknown channel, unreadable credentials
+            channel_refusal: ApiError | None = exc
+        else:
+            channel_refusal = _refusal(lambda: self._check_channel(state, off_ok=hold))
+            if channel_refusal is None:
+                content_refusal = _refusal(
+                    lambda: row.update(self._build_row(principal, state, draft))
+                )
+        if row:
+            row.update(idempotency_key=idempotency_key, request_hash=request_hash)
+            if hold:
+                row["next_attempt_at"] = None
+        announced = (
+            bool(row)
+            and self.announce_due
+            and not hold
+            and row["next_attempt_at"] <= row["created_at"]
+        )
 
-        def write(conn: ScopedConnection) -> Row:
+        def write(conn: ScopedConnection) -> tuple[Row, bool]:
+            if idempotency_key:
+                existing = store.idempotent_message(conn, idempotency_key)
+                if existing is not None:
+                    return existing, False
+            if channel_refusal is not None:
+                raise channel_refusal
+            suppressed = store.suppression_in(conn, draft.channel, draft.to)
+            if suppressed is not None:
+                raise Conflict(
+                    f"{draft.to} is suppressed on {draft.channel}: {suppressed['reason']}",
+                    code="recipient_suppressed",
+                    details={"reason": suppressed["reason"], "since": suppressed["created_at"]},
+                )
+            if content_refusal is not None:
+                raise content_refusal
             store.insert_message(conn, row)
             store.insert_event(conn, row["id"], row["tenant_id"], "api", "queued", True, {})
             if announced:  # the other instances' dispatchers hear it at commit
                 announce(conn, DUE_MESSAGES)
             # the row as committed, read back in the same transaction: no extra round trip
-            return store.inserted_message(conn, row["id"])
+            return store.inserted_message(conn, row["id"]), True
 
         try:
-            saved = await tdb.write_fn(write)
+            saved, created = await tdb.write_fn(write)
         except UniqueViolation:
             # the same key raced in from another request: answer like a replay
             existing = await store.get_by_idempotency_key(tdb, idempotency_key or "")
             if existing is None:
                 raise
             return self._replay(existing, request_hash), False
+        if not created:
+            return self._replay(saved, request_hash), False
         self.metrics.accepted.labels(draft.channel).inc()
         if not hold:
             self.wake()
         return store.public_message(saved), True
+
+    async def _channel_state(self, tdb: TenantDB, channel: str) -> ChannelState:
+        """The channel's state, from the process's cache for a moment (`config_cache`)."""
+        cache = cache_for(tdb.db)
+        state = await cache.channels.get(
+            (tdb.tenant_id, channel), lambda: self.channels.load(tdb, channel)
+        )
+        assert isinstance(state, ChannelState)
+        return state
 
     def _replay(self, existing: Row, request_hash: str) -> dict[str, Any]:
         if existing["request_hash"] != request_hash:
@@ -235,6 +269,15 @@ class MessagingService:
             margin=0.0,
             message_type=draft.message_type or "transactional",
         )
+
+
+def _refusal(check: Callable[[], object]) -> ApiError | None:
+    """The error `check` raises, kept to be raised later; None when it passes."""
+    try:
+        check()
+    except ApiError as exc:
+        return exc
+    return None
 
 
 def _request_hash(draft: Draft) -> str:

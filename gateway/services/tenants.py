@@ -13,6 +13,7 @@ from gateway.crypto import Keyring, aad_for
 from gateway.domain.key_scopes import ALL_SCOPES, KeyScope
 from gateway.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from gateway.regions import tenant_region
+from gateway.services import config_cache
 from gateway.services.channel_config import ChannelConfigService
 from gateway.store import channels as channel_store
 from gateway.store import tenants as store
@@ -98,6 +99,7 @@ async def update_tenant(
         return updated
 
     updated = await db.write_fn(write)
+    await config_cache.changed(db)  # a suspension holds the tenant's keys at once
     if updated is None:  # deleted meanwhile
         raise NotFound(f"No tenant {tenant_ref!r}", code="tenant_not_found")
     if resumed:
@@ -115,7 +117,9 @@ async def delete_tenant(db: Engine, tenant_ref: str, confirm: str) -> None:
         )
         error.code = "confirmation_mismatch"
         raise error
-    if not await db.write_fn(lambda conn: store.delete_tenant(conn, tenant.id)):
+    deleted = await db.write_fn(lambda conn: store.delete_tenant(conn, tenant.id))
+    await config_cache.changed(db)
+    if not deleted:
         raise NotFound(f"No tenant {tenant_ref!r}", code="tenant_not_found")
 
 
@@ -166,6 +170,7 @@ async def revoke_api_key(db: Engine, tenant_id: str, key_id: str) -> None:
     if not await store.key_exists(db, tenant_id, key_id):
         raise NotFound(f"No API key {key_id!r} for this tenant", code="api_key_not_found")
     await store.revoke_key(db, tenant_id, key_id)
+    await config_cache.changed(db)
 
 
 async def check_keyring(db: Engine, keyring: Keyring) -> None:
