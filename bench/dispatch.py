@@ -14,9 +14,10 @@ Status callbacks are held: the emulator runs with a callback delay longer than t
 (`--callback-delay`), so no message moves past `queued` at Twilio, no callback comes back
 and no price is fetched while measuring; they would compete for the same CPU.
 
-4. Client ceiling: the gateway's own Twilio adapter (the twilio library on httpx) alone, in
-   this process pinned to the server's core, sending to the same emulator with the same
-   concurrency: what one core can push through the HTTP client before any dispatcher work.
+4. Client ceiling: the gateway's own Twilio adapter (its lean form POST on aiohttp,
+   gateway/providers/twilio/rest.py) alone, in this process pinned to the server's core,
+   sending to the same emulator with the same concurrency: what one core can push through
+   the HTTP client before any dispatcher work.
 
     .venv/bin/python -m bench.dispatch [--messages 20000] [--tenants 50] [--concurrency 8]
 """

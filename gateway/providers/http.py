@@ -1,5 +1,6 @@
 """What every HTTP provider shares: how a transport failure is classified (whether the
-request may have reached the provider decides everything), Retry-After, a JSON object body.
+request may have reached the provider decides everything) on httpx and on aiohttp (the
+client of the hottest path, Twilio's send), Retry-After, a JSON object body.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import aiohttp
 import httpx
 
 from gateway.domain.errors import ErrorKind, ProviderError
@@ -25,6 +27,23 @@ def transport_error(exc: httpx.HTTPError, label: str) -> ProviderError:
     elif isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
         kind, reason = "configuration", f"the {label} base URL is not usable: {exc}"
     elif isinstance(exc, httpx.TransportError):
+        kind, reason = "unknown", f"no answer from {label}: {name}"
+    else:
+        kind, reason = "unknown", f"{label} client error: {name}"
+    return ProviderError(kind, reason)
+
+
+def aiohttp_error(exc: aiohttp.ClientError | TimeoutError, label: str) -> ProviderError:
+    """`transport_error` for aiohttp, class for class: not connected (refused, DNS, TLS
+    handshake, connect or pool timeout) is transient; an unusable URL is configuration;
+    anything once connected (read timeout, dropped connection, bad answer) is unknown."""
+    name = type(exc).__name__
+    kind: ErrorKind
+    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+        kind, reason = "transient", f"could not reach {label}: {name}"
+    elif isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
+        kind, reason = "configuration", f"the {label} base URL is not usable: {exc}"
+    elif isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError | TimeoutError):
         kind, reason = "unknown", f"no answer from {label}: {name}"
     else:
         kind, reason = "unknown", f"{label} client error: {name}"

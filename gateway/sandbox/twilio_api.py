@@ -14,7 +14,6 @@ import binascii
 import hmac
 import re
 from datetime import datetime
-from email.utils import parsedate_to_datetime
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
@@ -161,18 +160,10 @@ class TwilioSandbox(TwilioMessages):
             number = max(int(query.get("Page", "0") or 0), 0)
         except ValueError:
             return error_response(400, 20001)
-        found = []
-        for message in reversed(self.messages):  # newest first, as Twilio lists them
-            if query.get("To") and message["to"] != query["To"]:
-                continue
-            if query.get("From") and message["from"] != query["From"]:
-                continue
-            stamp = message["date_sent"] or message["date_created"]
-            if since and parsedate_to_datetime(stamp).date() < since:
-                continue
-            found.append(message)
         first = number * size
-        page = found[first : first + size]
+        page, matching = self.list_page(
+            query.get("To") or None, query.get("From") or None, since, first, size
+        )
         base = request.url.path
         kept = [(k, v) for k, v in query.multi_items() if k not in ("Page", "PageToken")]
 
@@ -180,7 +171,7 @@ class TwilioSandbox(TwilioMessages):
             items = [*kept, ("Page", str(n))] + ([("PageToken", token)] if token else [])
             return base + "?" + urlencode(items)
 
-        more = first + size < len(found)
+        more = first + size < matching
         return JSONResponse(
             {
                 "messages": page,

@@ -9,7 +9,7 @@ because tests read it from another thread than the one serving the app.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
@@ -82,6 +82,9 @@ class TwilioMessages(SmsEmulator[_Message]):
             auth_token, concurrency=callback_concurrency, transport=callback_transport
         )
         super().__init__(self.callbacks, callback_delay, max_messages)
+        # message sids by recipient, oldest first: a list filtered on To (how a lost answer
+        # is looked up) reads that recipient's messages only, not the whole account
+        self._by_to: dict[str, list[str]] = {}
 
     def create_message(
         self,
@@ -106,7 +109,35 @@ class TwilioMessages(SmsEmulator[_Message]):
             status="accepted" if service_sid else "queued",
             final_error=final_error,
         )
+        with self._lock:
+            self._by_to.setdefault(to, []).append(message.sid)
         return self._add(message.sid, message)
+
+    def list_page(
+        self, to: str | None, from_: str | None, since: date | None, first: int, size: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One page of the messages matching Twilio's list filters, newest first (not yet
+        sent: matched on the creation date), and how many match in all. Only the page's
+        resources are built."""
+        with self._lock:
+            if to is None:
+                candidates = list(self._messages.values())
+            else:
+                found = (self._messages.get(sid) for sid in self._by_to.get(to, ()))
+                candidates = [m for m in found if m is not None]  # evicted ones are gone
+            matching = [
+                m
+                for m in reversed(candidates)
+                if (from_ is None or m.from_ == from_)
+                and (since is None or (m.sent or m.created).date() >= since)
+            ]
+            page = [self._resource(m) for m in matching[first : first + size]]
+        return page, len(matching)
+
+    def forget_messages(self) -> None:
+        super().forget_messages()
+        with self._lock:
+            self._by_to.clear()
 
     def _advance(self, sid: str, generation: int) -> None:
         with self._lock:

@@ -41,6 +41,7 @@ from gateway.metrics import Metrics
 from gateway.providers.base import OutboundMessage, ProviderError, ProviderMessage, SendResult
 from gateway.providers.registry import Providers
 from gateway.services import pricing
+from gateway.services.batched_writes import BatchedWrites
 from gateway.services.channel_config import ChannelConfigService, ChannelState
 from gateway.services.dispatch_options import DispatchSettings
 from gateway.services.exchange import ExchangeRates
@@ -56,6 +57,7 @@ from gateway.store.tenant_scope import ScopedConnection, TenantDB
 log = logging.getLogger("gateway.dispatcher")
 
 _UNFINISHED = store.UNFINISHED
+_DEPTH_EVERY = 1.0  # seconds between two reads of the queue depth (a metric)
 __all__ = ["DispatchSettings", "Dispatcher"]
 
 
@@ -100,6 +102,9 @@ class Dispatcher:
         self.metrics = metrics
         self.options = options or DispatchSettings.from_settings(settings)
         self.pacer = pacer_for(db, self.options.per_sender_rate)
+        # the "sent" records of the sends that finish together go in one write
+        self._sent_writes = BatchedWrites(db)
+        self._depth_read_at = float("-inf")
         self.followups = Followups(db, settings, providers, self.options, self.exchange)
         self._slots = asyncio.Semaphore(self.options.concurrency)
         self._wake = asyncio.Event()
@@ -107,9 +112,12 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._configs: dict[tuple[str, str], tuple[float, ChannelState]] = {}
+        self._validated_configs: dict[int, tuple[ChannelState, Any]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         # the claims this instance works on: message id -> (claim id, lease last renewed)
         self._leases: dict[str, tuple[str, float]] = {}
+        # the pacing slots booked with the claim: message id -> (sender, monotonic instant)
+        self._booked: dict[str, tuple[str, float]] = {}
         self.instance = instance_id()
 
     # -- life cycle -------------------------------------------------------------------------
@@ -187,14 +195,43 @@ class Dispatcher:
         rows, claimed_at = await self.db.write_fn(lambda c: self._claim(c, limit))
         for row in rows:
             self._leases[row["id"]] = (row["claim_id"], claimed_at)
+        await self._book_slots(rows)
         for row in rows:
             await self._slots.acquire()
             task = asyncio.create_task(self._process(row))
             self._tasks.add(task)
             task.add_done_callback(self._done)
-        depth = await self.db.read_fn(store.queue_depth)
-        self.metrics.queue_depth.set(depth)
+        if time.monotonic() - self._depth_read_at >= _DEPTH_EVERY:
+            # a count over the queue: once a second, not on every claim
+            self._depth_read_at = time.monotonic()
+            self.metrics.queue_depth.set(await self.db.read_fn(store.queue_depth))
         return len(rows)
+
+    async def _book_slots(self, rows: list[Row]) -> None:
+        """The pacing slots of the claim's sends, taken together (gateway/services/pacing.py)."""
+        sending = [r for r in rows if not r["needs_reconciliation"]]
+        senders = [self._pacing_key(r) for r in sending]
+        try:
+            instants = await self.pacer.book(senders)
+        except Exception:  # the claim is taken: its sends go on, each taking its own slot
+            log.exception("booking the pacing slots failed")
+            return
+        for row, sender, instant in zip(sending, senders, instants, strict=True):
+            self._booked[row["id"]] = (sender, instant)
+
+    @staticmethod
+    def _pacing_key(row: Row) -> str:
+        return str(row["from_address"] or row["channel"])
+
+    async def _pace(self, row: Row) -> None:
+        """Wait for the send's slot: the one booked with its claim, else (a channel test, a
+        send that changed sender on failover) one taken now."""
+        sender = self._pacing_key(row)
+        booked = self._booked.pop(row["id"], None)
+        if booked is not None and booked[0] == sender:
+            await self.pacer.wait_until(booked[1])
+        else:
+            await self.pacer.wait(sender)
 
     def _free_slots(self) -> int:
         return self.options.concurrency - len(self._tasks)
@@ -259,6 +296,7 @@ class Dispatcher:
             await self._attempt(row)
         finally:
             self._leases.pop(row["id"], None)
+            self._booked.pop(row["id"], None)
 
     async def _attempt(self, row: Row) -> None:
         try:
@@ -287,6 +325,23 @@ class Dispatcher:
         state = await self.channels.load(TenantDB(self.db, tenant_id), channel)
         self._configs[key] = (time.monotonic() + 5.0, state)
         return state
+
+    def _validated(self, state: ChannelState) -> Any:
+        """`state.config()` (a pydantic validation), once per loaded state rather than once
+        per send: the cached state is reloaded every few seconds anyway. The ApiError of
+        settings refused today is returned, not raised."""
+        key = id(state)
+        cached = self._validated_configs.get(key)
+        if cached is not None and cached[0] is state:
+            return cached[1]
+        try:
+            validated: Any = state.config()
+        except ApiError as exc:
+            validated = exc
+        if len(self._validated_configs) > 4 * len(self._configs) + 16:
+            self._validated_configs.clear()  # states replaced since
+        self._validated_configs[key] = (state, validated)
+        return validated
 
     def _status_callback(self, row: Row) -> str | None:
         """Where the provider should report: our webhook, carrying our message id."""
@@ -334,10 +389,11 @@ class Dispatcher:
                 "configuration", f"no {channel} provider is set up", code="no_provider"
             )
         else:
-            try:
-                config = state.config()
-            except ApiError as exc:  # settings an older version stored, refused today
-                refused = ProviderError("configuration", exc.message, code=exc.code)
+            validated = self._validated(state)
+            if isinstance(validated, ApiError):  # settings an older version stored
+                refused = ProviderError("configuration", validated.message, code=validated.code)
+            else:
+                config = validated
         if refused is None and self._fails_over(row):
             row = await self._route(row, state)
             sender = self.providers.sender(row["provider"])
@@ -357,7 +413,7 @@ class Dispatcher:
             template=json.loads(row["template"]) if row["template"] else None,
             status_callback=self._status_callback(row),
         )
-        await self.pacer.wait(row["from_address"] or channel)
+        await self._pace(row)
         if not self._still_ours(row["id"]):
             # frozen or cut off from the database for most of a lease: another instance may
             # hold this claim now; it reconciles the row (nothing was sent)
@@ -510,7 +566,7 @@ class Dispatcher:
                 store.exchange_provider_id(conn, sid, holder=holder, owner=row["id"], now=now)
                 return record(conn)
 
-        adopted = await self.db.write_fn(write)
+        adopted = await self._sent_writes.write(write)
         if adopted:
             self.metrics.sent.labels(row["channel"]).inc()
         return adopted

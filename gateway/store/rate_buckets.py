@@ -129,19 +129,24 @@ def take_all(conn: Connection, claims: Sequence[Claim]) -> list[float]:
     return waits
 
 
-def next_slot(conn: Connection, sender: str, interval: float) -> tuple[float, float]:
+def next_slot(
+    conn: Connection, sender: str, interval: float, count: int = 1
+) -> tuple[float, float]:
     """The next send slot of `sender`, one `interval` after the one before it (or now): the
-    slot (seconds since the epoch, database clock) and the seconds until it comes."""
+    slot (seconds since the epoch, database clock) and the seconds until it comes.
+
+    `count` > 1 takes that many consecutive slots at once (one statement for a claim's
+    sends from one sender): the first is returned, the others follow it `interval` apart."""
     greatest, clock = _greatest(conn.dialect), _clock(conn.dialect)
     row = conn.execute(
         f"""
 WITH clock AS (SELECT {clock} AS now)
 INSERT INTO pacing_slots AS p (sender, next_slot)
-SELECT :sender, now + :interval FROM clock WHERE true
+SELECT :sender, now + :span FROM clock WHERE true
 ON CONFLICT (sender) DO UPDATE
-    SET next_slot = {greatest}(p.next_slot, excluded.next_slot - :interval) + :interval
-RETURNING next_slot - :interval AS slot, next_slot - :interval - {clock} AS delay""",
-        {"sender": sender, "interval": float(interval)},
+    SET next_slot = {greatest}(p.next_slot, excluded.next_slot - :span) + :span
+RETURNING next_slot - :span AS slot, next_slot - :span - {clock} AS delay""",
+        {"sender": sender, "span": float(interval) * max(1, count)},
     ).fetchone()
     assert row is not None  # an upsert always returns its row
     return float(row["slot"]), float(row["delay"])

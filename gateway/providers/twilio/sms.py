@@ -1,5 +1,8 @@
-"""SMS through the operator's Twilio account, with the official `twilio` library running on
-an httpx-based HttpClient whose base URL is configurable (the sandbox replaces it in tests).
+"""SMS through the operator's Twilio account: a send is one lean form POST on a pooled
+aiohttp session (`gateway.providers.twilio.rest`: the library's request, without its cost
+per send; aiohttp because it costs a fraction of httpx's CPU per request — bench/RESULTS.md);
+look-ups use the official `twilio` library on an httpx-based HttpClient. Both go to a
+configurable base URL (the sandbox replaces it in tests).
 """
 
 from __future__ import annotations
@@ -8,6 +11,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
+import aiohttp
 import httpx
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http import AsyncHttpClient
@@ -16,8 +20,9 @@ from twilio.rest import Client
 
 from gateway.domain.errors import ProviderError
 from gateway.domain.messages import OutboundMessage, ProviderMessage, SendResult, StatusReport
-from gateway.providers.http import transport_error
+from gateway.providers.http import aiohttp_error, transport_error
 from gateway.providers.twilio import statuses
+from gateway.providers.twilio.rest import MessagesEndpoint, created_resource, message_form
 
 TWILIO_BASE = "https://api.twilio.com"
 log = logging.getLogger("gateway.twilio")
@@ -133,24 +138,45 @@ class TwilioSms:
         self.client = Client(
             account_sid, auth_token, http_client=HttpxTwilioClient(base_url, self._http)
         )
+        self._messages = MessagesEndpoint.for_account(base_url, account_sid, auth_token)
+        # the limits of the httpx client: connect 5 s, each read `timeout`
+        self._send_timeout = aiohttp.ClientTimeout(total=None, connect=5.0, sock_read=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _sending(self) -> aiohttp.ClientSession:
+        """The send session, made on first use: it belongs to the running event loop."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=64),
+                timeout=self._send_timeout,
+                auto_decompress=True,
+                skip_auto_headers=("User-Agent",),  # the library's, in the endpoint's headers
+            )
+        return self._session
 
     async def send(self, message: OutboundMessage) -> SendResult:
-        kwargs: dict[str, Any] = {"to": message.to, "body": message.body}
-        if message.sender and message.sender.startswith("MG"):
-            kwargs["messaging_service_sid"] = message.sender
-        else:
-            kwargs["from_"] = message.sender
-        if message.status_callback:
-            kwargs["status_callback"] = message.status_callback
+        endpoint = self._messages
+        form = message_form(message.to, message.sender, message.body, message.status_callback)
         try:
-            created = await self.client.messages.create_async(**kwargs)
-        except (TwilioException, httpx.HTTPError) as exc:
+            async with self._sending().post(
+                endpoint.url,
+                data=endpoint.encode(form),
+                headers=endpoint.headers,
+                allow_redirects=False,  # as the library's create: a 3xx is an error
+            ) as response:
+                # JSON is UTF-8; as httpx's `.text`, nothing undecodable raises
+                text = (await response.read()).decode("utf-8", "replace")
+            created = created_resource(response.status, text, endpoint.url)
+        except TwilioException as exc:
             raise classify(exc) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise aiohttp_error(exc, "Twilio") from exc
+        sid: Any = created.get("sid")  # as the library's MessageInstance reads it
         return SendResult(
             provider=self.name,
-            provider_message_id=created.sid,
-            provider_status=created.status or "queued",
-            num_segments=_segments(created.num_segments),
+            provider_message_id=sid,
+            provider_status=created.get("status") or "queued",
+            num_segments=_segments(created.get("num_segments")),
         )
 
     async def fetch(self, provider_message_id: str) -> ProviderMessage:
@@ -209,4 +235,6 @@ class TwilioSms:
         )
 
     async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
         await self._http.aclose()
