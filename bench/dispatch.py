@@ -19,7 +19,7 @@ and no price is fetched while measuring; they would compete for the same CPU.
    sending to the same emulator with the same concurrency: what one core can push through
    the HTTP client before any dispatcher work.
 
-    .venv/bin/python -m bench.dispatch [--messages 20000] [--tenants 50] [--concurrency 8]
+    .venv/bin/python -m bench.dispatch [--messages 20000] [--tenants 50] [--concurrency 32]
 """
 
 from __future__ import annotations
@@ -118,7 +118,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=20_000, help="pre-loaded backlog")
     parser.add_argument("--tenants", type=int, default=50, help="tenants, one sender each")
-    parser.add_argument("--concurrency", type=int, default=8, help="DISPATCH_CONCURRENCY")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=32,
+        help="DISPATCH_CONCURRENCY (default: the gateway's own default, 32)",
+    )
     parser.add_argument(
         "--per-sender-rate", type=float, default=50.0, help="DISPATCH_PER_SENDER_RATE"
     )
