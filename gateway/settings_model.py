@@ -48,6 +48,7 @@ from gateway.settings_types import (
     Secret,
     Text,
     Url,
+    UrlOrOff,
     WholeNumber,
 )
 
@@ -221,11 +222,12 @@ class GatewaySettings(BaseSettings):
         "pricing",
         "the USD→EUR rate used when no daily rate is stored (the feed unreachable for a week)",
     )
-    exchange_rate_url: Url = setting(
+    exchange_rate_url: UrlOrOff = setting(
         "https://www.ecb.europa.eu/stats/eurofxref/eurofxref-daily.xml",
         "EXCHANGE_RATE_URL",
         "pricing",
-        "the ECB euro reference rates (`eurofxref-daily.xml`), fetched once a day for USD→EUR",
+        "the ECB euro reference rates (`eurofxref-daily.xml`), fetched once a day for USD→EUR; "
+        "`off`: never fetched, `USD_EUR_RATE` (or the last stored rate) is used",
     )
 
     # -- providers

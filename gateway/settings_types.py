@@ -248,6 +248,16 @@ def _days_or_off(value: Any) -> Any:
 DaysOrOff = Annotated[
     int | None, BeforeValidator(_days_or_off), Accepts("whole number of days > 0, or `off`")
 ]
+
+
+def _url_or_off(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().lower() == "off":
+        return None
+    return _url(value)
+
+
+# None: off
+UrlOrOff = Annotated[str | None, BeforeValidator(_url_or_off), Accepts("http(s) URL, or `off`")]
 AccountSid = Annotated[str, BeforeValidator(_account_sid), Accepts("`AC` + 32 hex digits")]
 GraphVersion = Annotated[str, BeforeValidator(_graph_version), Accepts("`v<major>.<minor>`")]
 PhoneNumber = Annotated[str, BeforeValidator(_phone), Accepts("E.164 number")]

@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from gateway.config import Settings
 from gateway.domain.messages import StatusReport
+from gateway.errors import ConfigError
 from gateway.providers.ecb import feed
 from gateway.sandbox import ecb_feed
 from gateway.sandbox.server import ServerThread
@@ -121,6 +122,25 @@ async def test_the_day_rate_is_fetched_stored_and_used(
         assert row["day"] == today() and row["currency"] == "USD"
         assert row["source"] == "ecb:2025-11-14"
         assert await exchange.refresh() is False and state.hits == 1
+
+
+async def test_exchange_rate_url_off_fetches_nothing_and_uses_the_fixed_rate(
+    make_settings: Callable[..., Settings], served: tuple[Feed, str]
+) -> None:
+    state, _ = served
+    async with running_api(make_settings(EXCHANGE_RATE_URL="off", USD_EUR_RATE="0.9")) as api:
+        assert await api.gateway.exchange.refresh() is False
+        assert await api.gateway.exchange.rate_for() == 0.9
+        assert await api.gateway.db.fetchone("SELECT * FROM exchange_rates") is None
+    assert state.hits == 0
+
+
+@pytest.mark.parametrize("value", ["ftp://rates.example/feed.xml", "offline"])
+def test_a_bad_exchange_rate_url_is_refused_at_start(
+    make_settings: Callable[..., Settings], value: str
+) -> None:
+    with pytest.raises(ConfigError, match="EXCHANGE_RATE_URL"):
+        make_settings(EXCHANGE_RATE_URL=value).typed  # noqa: B018 (validated when read)
 
 
 @pytest.mark.parametrize("body", [BOMB, b"not xml at all", b""])
