@@ -604,8 +604,23 @@ def run_wrk(
     unique_header: str | None = None,
     workdir: Path,
 ) -> LoadResult:
-    script = workdir / f"wrk-{secrets.token_hex(4)}.lua"
-    script.write_text(_wrk_script(requests, unique_header))
+    return run_wrk_script(
+        url,
+        _wrk_script(requests, unique_header),
+        seconds=seconds,
+        connections=connections,
+        threads=threads,
+        workdir=workdir,
+    )
+
+
+def run_wrk_script(
+    url: str, script: str, *, seconds: float, connections: int, threads: int = 1, workdir: Path
+) -> LoadResult:
+    """wrk on the load cores for `seconds`, running a Lua `script` that ends with the
+    BENCHJSON report (`_WRK_DONE`)."""
+    path = workdir / f"wrk-{secrets.token_hex(4)}.lua"
+    path.write_text(script)
     argv = [
         *pinned("load"),
         "wrk",
@@ -615,7 +630,7 @@ def run_wrk(
         "--timeout",
         "10s",
         "-s",
-        str(script),
+        str(path),
         url,
     ]
     out = subprocess.run(
@@ -623,7 +638,7 @@ def run_wrk(
     )
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCHJSON ")), None)
     if line is None:
-        raise RuntimeError(f"wrk gave no result:\n{out.stdout}\n{out.stderr}")
+        raise RuntimeError(f"wrk gave no result:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
     data = json.loads(line[len("BENCHJSON ") :])
     return LoadResult(
         tool=f"wrk -t{threads} -c{connections}",

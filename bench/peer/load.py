@@ -6,8 +6,6 @@ a fresh recipient per request (and, for the gateway, a fresh Idempotency-Key). T
 from __future__ import annotations
 
 import json
-import secrets
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote
@@ -63,24 +61,6 @@ def jasmin_script(username: str, password: str, slot: int) -> str:
 
 def run(url: str, script: str, *, seconds: float, connections: int, workdir: Path) -> LoadResult:
     """wrk -t1 on the load cores for `seconds` with `connections` connections."""
-    path = workdir / f"peer-{secrets.token_hex(4)}.lua"
-    path.write_text(script)
-    argv = [*common.pinned("load"), "wrk", "-t1", f"-c{connections}",
-            f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(path), url]  # fmt: skip
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60,
-                         check=False, cwd=workdir)  # fmt: skip
-    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCHJSON ")), None)
-    if line is None:
-        raise RuntimeError(f"wrk gave no result:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
-    data = json.loads(line[len("BENCHJSON ") :])
-    return LoadResult(
-        tool=f"wrk -t1 -c{connections}",
-        requests=data["requests"],
-        seconds=data["duration_us"] / 1e6,
-        errors=data["errors"],
-        p50_ms=data["p50"] / 1000,
-        p90_ms=data["p90"] / 1000,
-        p95_ms=data["p95"] / 1000,
-        p99_ms=data["p99"] / 1000,
-        max_ms=data["max"] / 1000,
+    return common.run_wrk_script(
+        url, script, seconds=seconds, connections=connections, workdir=workdir
     )
