@@ -24,6 +24,8 @@ from tests.stack import ACCOUNT_SID, AUTH_TOKEN
 pytestmark = pytest.mark.slow
 
 MESSAGES = 150
+# a send in flight this long has an answer that hangs (the emulator's hang_seconds, 3 s)
+HANGING = 0.3
 
 
 def plan() -> list[tuple[str, str, str]]:
@@ -37,17 +39,16 @@ def plan() -> list[tuple[str, str, str]]:
     return items
 
 
-def in_flight_of(database_url: str, pid: int) -> int:
-    """How many sends the instance with that pid has claimed and not finished (its claim ids
+def in_flight_of(database_url: str, pid: int) -> set[str]:
+    """The sends the instance with that pid has claimed and not finished (its claim ids
     name it)."""
     with psycopg.connect(database_url) as conn:
-        row = conn.execute(
-            "SELECT COUNT(*) FROM channel_messages_log WHERE status = 'sending' "
+        rows = conn.execute(
+            "SELECT id FROM channel_messages_log WHERE status = 'sending' "
             "AND needs_reconciliation = 0 AND claim_id LIKE %s",
             (f"clm_%:{pid}_%",),
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
+        ).fetchall()
+    return {str(row[0]) for row in rows}
 
 
 def takeovers(database_url: str) -> int:
@@ -87,6 +88,7 @@ async def test_a_killed_instance_loses_nothing_and_sends_nothing_twice(
             gate = asyncio.Semaphore(16)
             turn = itertools.count()
             killed = asyncio.Event()
+            started = asyncio.Event()  # an instance answered a send: the load is under way
 
             async def accept(n: int, slug: str, to: str, body: str) -> str:
                 """Round-robin over the instances; a request the dead instance cannot answer
@@ -106,18 +108,33 @@ async def test_a_killed_instance_loses_nothing_and_sends_nothing_twice(
                         except httpx.TransportError:
                             continue
                         assert response.status_code in (200, 202), response.text
+                        started.set()
                         return str(response.json()["id"])
                 raise AssertionError("no instance answered")
 
             async def kill_mid_load() -> None:
-                """SIGKILL the third instance while it holds claims of sends in flight."""
+                """SIGKILL the third instance while it holds the claim of a send whose answer
+                hangs (in flight for longer than a send takes): that claim is sure to outlive
+                the kill, however fast the instance's other sends are answered. Once the
+                load is under way every answer hangs until the kill, so the instance is sure
+                to hold one, and the status callbacks of what is sent meanwhile are held: a
+                callback would settle a dead instance's send before its lease runs out, and
+                nothing would be left to take over."""
                 victim = members[2].process
                 assert victim is not None
+                loop = asyncio.get_running_loop()
+                await started.wait()
+                twilio.hang_every, twilio.callback_delay = 1, 600.0
+                first_seen: dict[str, float] = {}
                 while True:
-                    if await asyncio.to_thread(in_flight_of, postgres_url, victim.pid):
+                    now = loop.time()
+                    held = await asyncio.to_thread(in_flight_of, postgres_url, victim.pid)
+                    first_seen = {i: first_seen.get(i, now) for i in held}
+                    if any(now - since >= HANGING for since in first_seen.values()):
                         break
                     await asyncio.sleep(0.02)
                 members[2].kill()
+                twilio.hang_every, twilio.callback_delay = 29, 0.05
                 killed.set()
 
             killer = asyncio.create_task(kill_mid_load())
