@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
 from gateway.services.pacing import Pacer, SharedPacer
 from gateway.store.postgres import PostgresEngine
+from tests.test_shared_limits import two_engines
+
+__all__ = ["two_engines"]  # a fixture, used by name
 
 INTERVAL = 100.0  # seconds: slots taken within a test are back to back
 
@@ -37,21 +39,6 @@ async def test_pacing_off_books_now() -> None:
     before = time.monotonic()
     booked = await Pacer(rate=0).book(["a"] * 5)
     assert all(instant - before < 1 for instant in booked)
-
-
-@pytest.fixture
-async def two_engines(postgres_url: str) -> AsyncIterator[tuple[PostgresEngine, PostgresEngine]]:
-    engines = (
-        PostgresEngine(postgres_url, write_connections=2, read_connections=1),
-        PostgresEngine(postgres_url, write_connections=2, read_connections=1),
-    )
-    for db in engines:
-        db.start()
-    try:
-        yield engines
-    finally:
-        for db in engines:
-            await db.close()
 
 
 async def test_two_instances_booking_one_senders_slots_never_share_one(

@@ -28,12 +28,14 @@ SWEEP_EVERY = 300.0
 
 
 class _Pacing:
-    """What both pacers share: `wait` sleeps until the slot `reserve` took."""
+    """What both pacers share: `wait` sleeps until the slot `reserve` took, `book` takes the
+    slots of a whole claim; both through the pacer's own `take`."""
 
     interval: float
 
     async def reserve(self, sender: str) -> float:
-        raise NotImplementedError
+        """Take `sender`'s next slot; returns the seconds until it comes (0: now)."""
+        return max(0.0, (await self.take({sender: 1}))[sender])
 
     async def take(self, counts: dict[str, int]) -> dict[str, float]:
         """Take `counts[sender]` consecutive slots of each sender: the seconds until the
@@ -77,13 +79,6 @@ class Pacer(_Pacing):
         self.interval = 1.0 / rate if rate > 0 else 0.0
         self._next: dict[str, float] = {}
 
-    async def reserve(self, sender: str) -> float:
-        """Take `sender`'s next slot; returns the seconds until it comes (0: now)."""
-        now = time.monotonic()
-        slot = max(now, self._next.get(sender, now))
-        self._next[sender] = slot + self.interval
-        return slot - now
-
     async def take(self, counts: dict[str, int]) -> dict[str, float]:
         now = time.monotonic()
         firsts = {}
@@ -107,13 +102,8 @@ class SharedPacer(_Pacing):
         the seconds until it comes."""
         interval = self.interval
         taken = await self.db.write_fn(lambda c: rate_buckets.next_slot(c, sender, interval))
-        if time.monotonic() - self._swept_at >= SWEEP_EVERY:
-            await self.sweep()
+        await self._sweep_when_due()
         return taken
-
-    async def reserve(self, sender: str) -> float:
-        _, delay = await self.slot(sender)
-        return max(0.0, delay)
 
     async def take(self, counts: dict[str, int]) -> dict[str, float]:
         interval = self.interval
@@ -125,9 +115,12 @@ class SharedPacer(_Pacing):
             }
 
         firsts = await self.db.write_fn(take_all)
+        await self._sweep_when_due()
+        return firsts
+
+    async def _sweep_when_due(self) -> None:
         if time.monotonic() - self._swept_at >= SWEEP_EVERY:
             await self.sweep()
-        return firsts
 
     async def sweep(self) -> int:
         """Delete the slots that have passed (they mean the same as no row)."""
