@@ -38,14 +38,19 @@ async def a_message(api: Api, key: dict[str, str]) -> str:
     return str(response.json()["id"])
 
 
-async def an_appointment(api: Api, key: dict[str, str]) -> str:
+async def a_free_slot(api: Api, key: dict[str, str]) -> str:
+    """The first slot the tenant's diary offers a week from now."""
     day = date.today() + timedelta(days=7)  # clear of the notice, inside the horizon
     free = await api.client.get(
         "/api/availability",
         params={"start": day.isoformat(), "end": (day + timedelta(days=6)).isoformat()},
         headers=key,
     )
-    start = next(s for d in free.json()["days"] for s in d["slots"])
+    return str(next(s for d in free.json()["days"] for s in d["slots"]))
+
+
+async def an_appointment(api: Api, key: dict[str, str]) -> str:
+    start = await a_free_slot(api, key)
     response = await api.client.post(
         "/api/appointments",
         json={"customer_name": "Client of A", "customer_phone": "+33612345678", "starts_at": start},

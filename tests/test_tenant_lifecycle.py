@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from datetime import date, timedelta
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ from gateway.store import reminders as reminder_store
 from gateway.store import tenants as tenant_store
 from gateway.store.engine import Connection
 from tests.conftest import TWILIO, Api, running_api
-from tests.test_isolation import an_appointment
+from tests.test_isolation import a_free_slot, an_appointment
 from tests.test_messages_api import CLIENT, sms_tenant
 from tests.test_voice import (
     Voice,
@@ -371,16 +370,6 @@ async def test_deleting_an_unknown_tenant_is_404_and_a_tenant_key_is_refused(api
     assert (await api.client.get("/admin/tenants/acme", headers=api.admin)).status_code == 200
 
 
-async def _a_free_slot(api: Api, key: dict[str, str]) -> str:
-    day = date.today() + timedelta(days=7)  # clear of the notice, inside the horizon
-    free = await api.client.get(
-        "/api/availability",
-        params={"start": day.isoformat(), "end": (day + timedelta(days=6)).isoformat()},
-        headers=key,
-    )
-    return str(next(s for d in free.json()["days"] for s in d["slots"]))
-
-
 @pytest.mark.parametrize(
     ("method", "path"),
     [
@@ -403,7 +392,7 @@ async def test_a_tenant_deleted_while_its_request_runs_gets_a_clear_409(
     }.get(path) or {
         "customer_name": "Léa",
         "customer_phone": CLIENT,
-        "starts_at": await _a_free_slot(api, key),
+        "starts_at": await a_free_slot(api, key),
     }
     db = api.gateway.db
     write_fn = db.write_fn
