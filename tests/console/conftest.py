@@ -193,12 +193,20 @@ def sign_in(page: Any, key: str) -> None:
 
 def htmx_click(page: Any, target: Any) -> None:
     """Click what sends an htmx request, and wait until its answer is swapped in (so the
-    page read next is the new one, not the one before)."""
-    page.evaluate(
-        """() => {
+    page read next is the new one, not the one before). Only the answer to the request the
+    clicked element (or the form around it) sent counts: another request settling meanwhile,
+    such as the SMS preview a typed text triggers, is not this click's answer."""
+    target.evaluate(
+        """(clicked) => {
             window.__settled = false;
-            document.body.addEventListener(
-                "htmx:afterSettle", () => { window.__settled = true; }, { once: true });
+            const mine = (event) => {
+                const source = event.detail.requestConfig && event.detail.requestConfig.elt;
+                if (source && (source === clicked || source.contains(clicked))) {
+                    window.__settled = true;
+                    document.body.removeEventListener("htmx:afterSettle", mine);
+                }
+            };
+            document.body.addEventListener("htmx:afterSettle", mine);
         }"""
     )
     target.click()
