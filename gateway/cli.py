@@ -25,6 +25,7 @@ from gateway.domain.key_scopes import ALL_SCOPES, KeyScope
 from gateway.errors import ApiError, ConfigError, ValidationFailed
 from gateway.logs import configure_logging
 from gateway.services import tenants as tenant_service
+from gateway.services.rollup_job import RollupJob
 from gateway.settings_model import reveal
 from gateway.store import channels as channel_store
 from gateway.store import tenants as tenant_store
@@ -83,6 +84,11 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("file", help="a file written by `gateway export`")
     sub.add_parser(
         "cron", parents=[common], help="run one scheduled tick by hand (reminders that are due)"
+    )
+    sub.add_parser(
+        "rollups",
+        parents=[common],
+        help="bring the analytics rollups up to date now (the server does it every minute)",
     )
     sub.add_parser("rotate-keys", parents=[common], help="re-encrypt secrets under the primary key")
     keyring = sub.add_parser(
@@ -506,6 +512,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     elif args.command == "cron":
         _preflight(settings)
         _print(asyncio.run(_cron_tick(settings)))
+    elif args.command == "rollups":
+        _preflight(settings)
+        steps = asyncio.run(_with_db(settings, lambda db: RollupJob(db).catch_up()))
+        print(f"analytics rollups up to date ({steps} step(s))")
     elif args.command in ("export", "import"):
         return _transfer(settings, args.command, Path(args.file))
     elif args.command == "migrate":

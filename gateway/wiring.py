@@ -25,6 +25,7 @@ from gateway.services.numbers import operator_numbers
 from gateway.services.ratelimit import CHANNEL_TEST_LIMIT, buckets_for
 from gateway.services.reminders import Reminders
 from gateway.services.retention import Retention
+from gateway.services.rollup_job import RollupJob
 from gateway.services.tenants import check_keyring
 from gateway.services.vapi_server import VapiServer
 from gateway.services.vapi_tools import TOOLS
@@ -103,6 +104,9 @@ class Gateway:
             self.db,
             job="retention",
         )
+        # the analytics rollups: every minute, once across instances
+        self.rollups = RollupJob(self.db)
+        self.rollup_schedule = Scheduler(["* * * * *"], self.rollups.run, self.db, job="rollups")
         self.voice = VoiceService(self.db, settings, self.channels, self.providers)
         self.vapi = VapiServer(
             self.db,
@@ -175,6 +179,7 @@ class Gateway:
             self.db.subscribe(DUE_MESSAGES, self.dispatcher.wake)
             self.scheduler.start()
             self.retention_schedule.start()
+            self.rollup_schedule.start()
             self.exchange_refresh.start()
             self.alert_schedule.start()
             self.alert_minute.start()
@@ -183,6 +188,7 @@ class Gateway:
         if self.run_dispatcher:
             await self.scheduler.stop()
             await self.retention_schedule.stop()
+            await self.rollup_schedule.stop()
             await self.exchange_refresh.stop()
             await self.alert_schedule.stop()
             await self.alert_minute.stop()

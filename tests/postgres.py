@@ -72,8 +72,7 @@ SQLITE_ONLY: dict[str, str] = {
             "test_french_switch_shows_french_numbers",
         )
     },
-    "tests/console/test_dashboard_series.py::"
-    "test_day_by_day_and_period_aggregates_read_index_ranges_without_sorting": (
+    "tests/console/test_dashboard_series.py::test_live_ranges_read_index_ranges_without_sorting": (
         "reads SQLite's EXPLAIN QUERY PLAN"
     ),
     "tests/test_http_errors.py::test_readiness_reports_pending_migrations": (

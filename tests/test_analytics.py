@@ -15,6 +15,7 @@ import pytest
 
 from gateway.ids import iso, parse_iso
 from gateway.store import analytics as store
+from gateway.store import rollups
 from tests.conftest import Api
 
 # current period [Nov 1, Dec 1), previous [Oct 2, Nov 1): 30 days each
@@ -821,11 +822,26 @@ async def test_metrics_queries_search_an_index_on_tenant_and_created_at(api: Api
     }
     period = "(tenant_id=? AND created_at>? AND created_at<?)"
     covering = f"SEARCH channel_messages_log USING COVERING INDEX ix_messages_analytics {period}"
+    ranges = {"lo0": window["prev_start"], "hi0": window["start"]}
+    ranges |= {"lo1": window["start"], "hi1": window["end"]}
+    names = [figure.name for figure in rollups.FIGURES]
     for filters in ({}, {"channel": "sms", "agent": "louis"}):
-        for sql, extra in (store.message_totals_sql(filters), store.message_breakdown_sql(filters)):
-            details = await plan(api, sql, {**window, **extra})
-            assert covering in details
+        for group_by in ((), rollups.DIMENSIONS):
+            sql, extra = rollups.live_sql(2, names, filters, "sqlite", group_by)
+            details = await plan(api, sql, {**window, **ranges, **extra})
+            assert details.count(covering) == 2
             assert not any(d.startswith("SCAN channel_messages_log") for d in details)
+    # the rollups: a range of their primary key
+    for table, key in (("message_day_rollups", "day"), ("message_hour_rollups", "hour")):
+        sql, extra = rollups.rolled_sql(table, 1, names, {"channel": "sms"})
+        keys = {"tenant_id": "ten_x", "lo0": "2025", "hi0": "2026"}
+        details = await plan(api, sql, keys | extra)
+        index = f"sqlite_autoindex_{table}_1 (tenant_id=? AND {key}>? AND {key}<?)"
+        assert details == [f"SEARCH {table} USING INDEX {index}"]
+    # the losing messages, worst first: their own small index, read in margin order
+    losing = {"start": window["start"], "end": window["end"], "limit": 20}
+    details = await plan(api, store.UNPROFITABLE_SQL, {"tenant_id": "ten_x", **losing})
+    assert any("USING INDEX ix_messages_losing (tenant_id=? AND margin<?)" in d for d in details)
     details = await plan(api, store.CALL_TOTALS_SQL, window)
     assert f"SEARCH call_logs USING INDEX ix_call_logs_tenant_created {period}" in details
     details = await plan(api, store.CALL_OUTCOMES_SQL, window)

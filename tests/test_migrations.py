@@ -12,6 +12,10 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "database" / "migrations"
 FORBIDDEN = re.compile(r"\b(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE)\b", re.IGNORECASE)
 
 
+# a trigger's body is BEGIN … END; (D1 runs triggers): it opens no transaction
+TRIGGER_BODY = re.compile(r"\bCREATE\s+TRIGGER\b.*?\bBEGIN\b.*?\bEND\s*;", re.I | re.S)
+
+
 def _strip_comments(sql: str) -> str:
     return re.sub(r"--[^\n]*", "", sql)
 
@@ -20,10 +24,18 @@ def _strip_comments(sql: str) -> str:
 def test_migration_obeys_d1_rules(migration: object) -> None:
     path: Path = migration.path  # type: ignore[attr-defined]
     sql = _strip_comments(path.read_text())
-    assert not FORBIDDEN.search(sql), f"{path.name}: D1 migrations must not manage transactions"
+    assert not FORBIDDEN.search(TRIGGER_BODY.sub("", sql)), (
+        f"{path.name}: D1 migrations must not manage transactions"
+    )
     for pragma in re.findall(r"\bPRAGMA\s+(\w+)", sql, re.IGNORECASE):
         assert pragma.lower() == "defer_foreign_keys", f"{path.name}: PRAGMA {pragma} not allowed"
     assert len(sql.encode()) < 100_000, "D1 limits a statement to 100 KB"
+
+
+def test_a_transaction_outside_a_trigger_body_is_still_refused() -> None:
+    sql = "CREATE TRIGGER t AFTER INSERT ON a BEGIN INSERT INTO b VALUES (1); END;\nBEGIN;"
+    assert FORBIDDEN.search(TRIGGER_BODY.sub("", sql))
+    assert not FORBIDDEN.search(TRIGGER_BODY.sub("", sql.removesuffix("BEGIN;")))
 
 
 def test_files_are_numbered_in_wrangler_convention() -> None:

@@ -11,6 +11,7 @@ Type mapping (SQLite's declared type → PostgreSQL's), normalised to one name e
     INTEGER   → bigint | integer   "integer"   (SQLite's integers are 64-bit; 0/1 booleans too)
     REAL      → double precision   "real"
     TIMESTAMP → timestamp          "timestamp" (d1_migrations.applied_at only)
+    BLOB      → bytea              "blob"
 
 Defaults are compared with PostgreSQL's casts (`'UTC'::text`) taken off; `CURRENT_TIMESTAMP`
 on SQLite and `(now() AT TIME ZONE 'UTC')` on PostgreSQL are both "now". A partial index is
@@ -44,10 +45,13 @@ TYPES = {
     "double precision": "real",
     "timestamp": "timestamp",
     "timestamp without time zone": "timestamp",
+    "blob": "blob",
+    "bytea": "blob",
 }
 NOW = {"current_timestamp", "(now() at time zone 'utc')", "timezone('utc'::text, now())"}
 _WORD = re.compile(r"'(?:[^']|'')*'|[A-Za-z_][A-Za-z_0-9]*")
 _PREDICATE_NOISE = {"any", "array", "text", "in", "is", "not", "null", "and", "or"}
+_PREDICATE_NOISE |= {"double", "precision"}  # PostgreSQL casts the 0 of `margin < 0`
 
 
 @dataclass(frozen=True)

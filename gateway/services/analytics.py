@@ -12,11 +12,14 @@ Definitions, for outbound messages created in [start, end):
   value. Figures are rounded half up, from exact decimal arithmetic.
   A comparison is current - previous, and that change as a percentage of |previous| (null when
   previous is 0 or either side is null), computed from the rounded figures shown.
+
+Message figures are read through `gateway.services.rollups`: per-hour and per-day rollups
+where they cover the period, the messages themselves elsewhere; the answer is the same.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -25,9 +28,11 @@ from zoneinfo import ZoneInfo
 
 from gateway.errors import ValidationFailed
 from gateway.ids import iso
+from gateway.services import rollups
 from gateway.store import analytics as store
 from gateway.store.engine import Engine, Row
 from gateway.store.paging import decode_cursor, encode_cursor
+from gateway.store.rollups import FIGURES
 from gateway.store.tenant_scope import TenantDB
 from gateway.validation import normalize_e164, normalize_email
 
@@ -199,7 +204,7 @@ def _message_figures(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _breakdown(rows: list[Row], period: str, key: str) -> list[dict[str, Any]]:
+def _breakdown(rows: Sequence[Mapping[str, Any]], period: str, key: str) -> list[dict[str, Any]]:
     groups: dict[str, dict[str, Any]] = {}
     for row in rows:
         if row["period"] != period:
@@ -226,19 +231,48 @@ def _breakdown(rows: list[Row], period: str, key: str) -> list[dict[str, Any]]:
     ]
 
 
+_ALL_FIGURES = [figure.name for figure in FIGURES]
+_BREAKDOWN_FIGURES = ("total", "delivered", "revenue", "cost", "margin")
+
+
+def _totals_row(figures: Mapping[str, Any]) -> dict[str, Any]:
+    """The fold of a period's rollup figures, as `_message_figures` reads it."""
+    row = dict(figures)
+    row["delivery_seconds"] = _dec(figures["delivery_ms"]) / 1000
+    return row
+
+
+def _breakdown_rows(
+    period: str, groups: Mapping[tuple[Any, ...], Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    return [
+        {"period": period, "channel": channel, "message_type": message_type}
+        | {"count": g["total"], "delivered": g["delivered"]}
+        | {name: g[name] for name in ("revenue", "cost", "margin")}
+        for (channel, message_type), g in groups.items()
+    ]
+
+
+def _spans(period: Period) -> list[tuple[datetime, datetime]]:
+    return [(period.start, period.end), (period.previous.start, period.previous.end)]
+
+
 async def message_metrics(
     tdb: TenantDB, period: Period, filters: dict[str, str | None]
 ) -> dict[str, Any]:
-    window = period.window()
-    totals = _by_period(await store.message_totals(tdb, window, filters))
-    breakdown = await store.message_breakdown(tdb, window, filters)
+    spans = _spans(period)
+    totals = await rollups.figures(tdb, spans, _ALL_FIGURES, filters, recipients=True)
+    groups = await rollups.groups(
+        tdb, spans, _BREAKDOWN_FIGURES, filters, ("channel", "message_type")
+    )
     result: dict[str, Any] = {
         "period": period.public(),
         "previous": period.previous.public(),
         "filters": filters,
     }
-    for name in ("current", "previous"):
-        figures = _message_figures(totals.get(name) or _NO_MESSAGES)
+    for n, name in enumerate(("current", "previous")):
+        figures = _message_figures(_totals_row(totals[n]))
+        breakdown = _breakdown_rows(name, groups[n])
         figures["by_message_type"] = _breakdown(breakdown, name, "message_type")
         figures["by_channel"] = _breakdown(breakdown, name, "channel")
         result[f"{name}_period"] = figures
@@ -251,9 +285,11 @@ async def message_metrics(
 async def channel_breakdown(tdb: TenantDB, period: Period) -> list[dict[str, Any]]:
     """The `by_channel` of `message_metrics`' current period alone: no previous period, no
     totals, a quarter of the work where only the money by channel is shown."""
-    # a previous period of no length: its index range is empty
-    window = store.Window(iso(period.start), iso(period.start), iso(period.end))
-    return _breakdown(await store.message_breakdown(tdb, window, {}), "current", "channel")
+    spans = [(period.start, period.end)]
+    (groups,) = await rollups.groups(
+        tdb, spans, _BREAKDOWN_FIGURES, {}, ("channel", "message_type")
+    )
+    return _breakdown(_breakdown_rows("current", groups), "current", "channel")
 
 
 # -- a period day by day ----------------------------------------------------------------------
@@ -276,11 +312,9 @@ async def daily_delivery(tdb: TenantDB, period: Period, timezone: str) -> list[d
     """Outbound messages of each day of the period, as `message_metrics` counts them:
     total, delivered, failed, and the delivery rate (null on a day without messages)."""
     days = period_days(period, timezone)
-    bounds = [iso(start) for _, start, _ in days] + [iso(period.end)]
-    rows = {row["day"]: row for row in await store.message_days(tdb, bounds)}
+    counts = await rollups.counts(tdb, [(start, end) for _, start, end in days], {})
     series = []
-    for n, (day, start, end) in enumerate(days):
-        row = rows[n]
+    for (day, start, end), row in zip(days, counts, strict=True):
         series.append(
             {
                 "day": day.isoformat(),
@@ -391,7 +425,14 @@ async def timeline(
 async def unprofitable(tdb: TenantDB, period: Period, limit: int) -> dict[str, Any]:
     start, end = iso(period.start), iso(period.end)
     rows = await store.unprofitable(tdb, start, end, limit)
-    shares = await store.loss_share(tdb, start, end)
+    figures = ("total", "with_margin", "losing", "loss")
+    spans = [(period.start, period.end)]
+    (by_channel,) = await rollups.groups(tdb, spans, figures, {}, ("channel",))
+    shares: list[Mapping[str, Any] | Row] = [
+        {"channel": channel, "priced": g["with_margin"], "losing": g["losing"], "loss": g["loss"]}
+        for (channel,), g in by_channel.items()
+    ]
+    shares += await store.call_loss_share(tdb, start, end)
     items = [
         {
             "type": row["type"],

@@ -23,6 +23,7 @@ from typing import Any
 from gateway.errors import Conflict
 from gateway.ids import new_id, now_iso
 from gateway.services.analytics import contact_forms
+from gateway.services.rollup_job import refresh_tenant
 from gateway.store import erasure as store
 from gateway.store.engine import DatabaseError, Engine
 from gateway.store.tenant_scope import ScopedConnection, TenantDB
@@ -66,6 +67,8 @@ async def erase_contact(tdb: TenantDB, raw: str, region: str | None = None) -> d
     counts = await tdb.write_fn(write)
     touched = [table for table in store.TABLES if counts.get(table)]
     if touched:
+        # the rollups keep each hour's recipients as hashes: the erased ones go now
+        await refresh_tenant(tdb)
         await reclaim(tdb, touched)
     log.info(
         "contact erased",

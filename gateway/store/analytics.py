@@ -1,10 +1,9 @@
-"""SQL for analytics: message and call aggregates, a period's messages day by day, one
-contact's timeline, money-losing items, and the operator's per-tenant totals.
+"""SQL for analytics: call aggregates, one contact's timeline, money-losing items, and the
+operator's per-tenant totals. The message aggregates of a tenant are in
+gateway/store/rollups.py.
 
 Call aggregates over a period read [prev_start, end) in one pass and label each row `current`
-or `previous` by its created_at. Message aggregates, on a table a hundred times larger, read
-each period as its own index range instead: the label is then a constant, not a GROUP BY
-that sorts every row. The aggregates over channel_messages_log name only columns of
+or `previous` by its created_at. The aggregates over channel_messages_log name only columns of
 `ix_messages_analytics` (0004), so SQLite answers them from that index without touching the
 rows, whose bodies can be large; rows are counted with COUNT(*) or COUNT(created_at), never
 COUNT(id), for that reason.
@@ -16,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.store.dialect import count_where, seconds_between, total
-from gateway.store.engine import Dialect, Engine, Row
+from gateway.store.dialect import total
+from gateway.store.engine import Engine, Row
 from gateway.store.tenant_scope import TenantDB
 
 DELIVERED = "('delivered', 'read')"
@@ -39,85 +38,6 @@ class Window:
 
     def params(self) -> dict[str, Any]:
         return {"prev_start": self.prev_start, "start": self.start, "end": self.end}
-
-
-def _message_filters(filters: dict[str, str | None]) -> tuple[str, dict[str, Any]]:
-    clauses, params = [], {}
-    for column in ("channel", "message_type", "agent"):
-        if filters.get(column) is not None:
-            clauses.append(f" AND {column} = :f_{column}")
-            params[f"f_{column}"] = filters[column]
-    return "".join(clauses), params
-
-
-def _per_period(columns: str, where: str, group_by: str = "") -> str:
-    # One aggregate per period, each over its own range of the covering index, rather than
-    # one pass over both grouped by a CASE on created_at: that GROUP BY sorts every row of
-    # the two periods, which cost about half of the time on the largest tenant (bench/).
-    return " UNION ALL ".join(
-        f"SELECT '{name}' AS period, {columns} FROM channel_messages_log "
-        f"WHERE direction = 'outbound' AND tenant_id = :tenant_id AND {bounds}{where}{group_by}"
-        for name, bounds in (
-            ("current", "created_at >= :start AND created_at < :end"),
-            ("previous", "created_at >= :prev_start AND created_at < :start"),
-        )
-    )
-
-
-def message_totals_sql(
-    filters: dict[str, str | None], dialect: Dialect = "sqlite"
-) -> tuple[str, dict[str, Any]]:
-    where, params = _message_filters(filters)
-    delivered = f"status IN {DELIVERED}"
-    seconds = seconds_between(dialect, "sent_at", "delivered_at")
-    delivery = f"CASE WHEN {delivered} THEN {seconds} END"
-    columns = (
-        "COUNT(*) AS total, "
-        f"{count_where(delivered)} AS delivered, "
-        f"{count_where(f'status IN {FAILED}')} AS failed, "
-        f"{count_where(f'status IN {IN_FLIGHT}')} AS in_flight, "
-        f"{count_where(_CANCELED)} AS canceled, "
-        f"{total('billed_cost')} AS revenue, COUNT(billed_cost) AS with_revenue, "
-        f"{total('provider_cost')} AS cost, COUNT(provider_cost) AS with_cost, "
-        f"{total('margin')} AS margin, COUNT(margin) AS with_margin, "
-        # the revenue a margin is known for: margin % compares like with like
-        f"{total('CASE WHEN margin IS NOT NULL THEN billed_cost END')} AS priced_revenue, "
-        f"{total('num_segments')} AS segments, "
-        f"{total('character_count')} AS characters, "
-        "COUNT(character_count) AS with_characters, "
-        "MIN(character_count) AS min_characters, MAX(character_count) AS max_characters, "
-        "COUNT(DISTINCT to_address) AS unique_recipients, "
-        "COUNT(call_id) AS linked_to_calls, "
-        f"{total(delivery)} AS delivery_seconds, COUNT({delivery}) AS with_delivery_time"
-    )
-    # an aggregate without GROUP BY answers a row for an empty period too: drop it, as a
-    # period without messages has no group
-    return f"SELECT * FROM ({_per_period(columns, where)}) AS periods WHERE total > 0", params
-
-
-def message_breakdown_sql(filters: dict[str, str | None]) -> tuple[str, dict[str, Any]]:
-    where, params = _message_filters(filters)
-    columns = (
-        "channel, message_type, COUNT(*) AS count, "
-        f"{count_where(f'status IN {DELIVERED}')} AS delivered, "
-        f"{total('billed_cost')} AS revenue, {total('provider_cost')} AS cost, "
-        f"{total('margin')} AS margin"
-    )
-    return _per_period(columns, where, " GROUP BY channel, message_type"), params
-
-
-async def message_totals(
-    tdb: TenantDB, window: Window, filters: dict[str, str | None]
-) -> list[Row]:
-    sql, params = message_totals_sql(filters, tdb.dialect)
-    return await tdb.fetchall(sql, {**params, **window.params()})
-
-
-async def message_breakdown(
-    tdb: TenantDB, window: Window, filters: dict[str, str | None]
-) -> list[Row]:
-    sql, params = message_breakdown_sql(filters)
-    return await tdb.fetchall(sql, {**params, **window.params()})
 
 
 CALL_TOTALS_SQL = (
@@ -146,37 +66,6 @@ async def call_totals(tdb: TenantDB, window: Window) -> list[Row]:
 
 async def call_outcomes(tdb: TenantDB, window: Window) -> list[Row]:
     return await tdb.fetchall(CALL_OUTCOMES_SQL, window.params())
-
-
-# -- a period day by day ------------------------------------------------------------------
-
-# each day binds its lower bound (and the last day the end): D1 allows 100 bound parameters
-DAYS_PER_STATEMENT = 90
-
-
-def message_days_sql(days: int, first: int = 0) -> str:
-    """Outbound messages per day, day i being [:b{i}, :b{i+1}), numbered from `first`. One
-    arm per day, each a range of the covering index: unlike a GROUP BY over the period, no
-    row goes through a sort. Binds :tenant_id and :b0 … :b{days}."""
-    delivered = total(f"CASE WHEN status IN {DELIVERED} THEN 1 ELSE 0 END")
-    failed = total(f"CASE WHEN status IN {FAILED} THEN 1 ELSE 0 END")
-    return " UNION ALL ".join(
-        f"SELECT {first + i} AS day, COUNT(*) AS total, "
-        f"{delivered} AS delivered, {failed} AS failed "
-        "FROM channel_messages_log WHERE direction = 'outbound' AND tenant_id = :tenant_id "
-        f"AND created_at >= :b{i} AND created_at < :b{i + 1}"
-        for i in range(days)
-    )
-
-
-async def message_days(tdb: TenantDB, bounds: Sequence[str]) -> list[Row]:
-    """One row per day between consecutive `bounds` (ISO text, ascending), in order."""
-    rows: list[Row] = []
-    for first in range(0, len(bounds) - 1, DAYS_PER_STATEMENT):
-        chunk = bounds[first : first + DAYS_PER_STATEMENT + 1]
-        params = {f"b{i}": bound for i, bound in enumerate(chunk)}
-        rows += await tdb.fetchall(message_days_sql(len(chunk) - 1, first), params)
-    return rows
 
 
 # -- one contact's timeline ---------------------------------------------------------------
@@ -236,11 +125,20 @@ async def timeline(
 # -- profitability --------------------------------------------------------------------------
 
 _PERIOD_ONLY = "tenant_id = :tenant_id AND created_at >= :start AND created_at < :end"
+# The losing messages are read through their own index (ix_messages_losing, 0013), in margin
+# order, until `limit` of them fall in the period: `created_at || ''` keeps either planner
+# from choosing the period's range of the covering index instead, which visits every
+# message of the period and sorts the losing ones (92 to 254 ms for the largest tenant at
+# a million messages, bench/RESULTS.md).
+_LOSING_MESSAGES = (
+    "direction = 'outbound' AND tenant_id = :tenant_id AND margin < 0 "
+    "AND created_at || '' >= :start AND created_at || '' < :end"
+)
 UNPROFITABLE_SQL = (
     "SELECT * FROM (SELECT 'message' AS type, id, created_at AS time, channel, "
     "to_address AS contact, billed_cost AS revenue, provider_cost AS cost, margin, "
     "num_segments, CAST(NULL AS DOUBLE PRECISION) AS duration_seconds FROM channel_messages_log "
-    f"WHERE direction = 'outbound' AND {_PERIOD_ONLY} AND margin < 0 "
+    f"WHERE {_LOSING_MESSAGES} "
     "ORDER BY margin, created_at DESC, id LIMIT :limit) AS losing_messages "
     "UNION ALL SELECT * FROM (SELECT 'call', id, created_at, 'phone', "
     "CASE WHEN direction = 'outbound' THEN to_number ELSE from_number END, "
@@ -249,14 +147,11 @@ UNPROFITABLE_SQL = (
     "AS losing_calls ORDER BY margin, time DESC, id LIMIT :limit"
 )
 
-LOSS_SHARE_SQL = (
-    "SELECT channel, COUNT(margin) AS priced, "
+CALL_LOSS_SHARE_SQL = (
+    "SELECT 'phone' AS channel, COUNT(margin) AS priced, "
     "SUM(CASE WHEN margin < 0 THEN 1 ELSE 0 END) AS losing, "
-    f"{total('CASE WHEN margin < 0 THEN margin END')} AS loss FROM channel_messages_log "
-    f"WHERE direction = 'outbound' AND {_PERIOD_ONLY} GROUP BY channel "
-    "UNION ALL SELECT 'phone', COUNT(margin), "
-    "SUM(CASE WHEN margin < 0 THEN 1 ELSE 0 END), "
-    f"{total('CASE WHEN margin < 0 THEN margin END')} FROM call_logs WHERE {_PERIOD_ONLY}"
+    f"{total('CASE WHEN margin < 0 THEN margin END')} AS loss FROM call_logs "
+    f"WHERE {_PERIOD_ONLY}"
 )
 
 
@@ -264,8 +159,9 @@ async def unprofitable(tdb: TenantDB, start: str, end: str, limit: int) -> list[
     return await tdb.fetchall(UNPROFITABLE_SQL, {"start": start, "end": end, "limit": limit})
 
 
-async def loss_share(tdb: TenantDB, start: str, end: str) -> list[Row]:
-    return await tdb.fetchall(LOSS_SHARE_SQL, {"start": start, "end": end})
+async def call_loss_share(tdb: TenantDB, start: str, end: str) -> list[Row]:
+    """The calls' part of the loss share (the messages' is read from the rollups)."""
+    return await tdb.fetchall(CALL_LOSS_SHARE_SQL, {"start": start, "end": end})
 
 
 # -- operator: every tenant -------------------------------------------------------------------

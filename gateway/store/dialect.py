@@ -43,6 +43,17 @@ def seconds_between(dialect: Dialect, start: str, end: str) -> str:
     return f"EXTRACT(EPOCH FROM CAST({end} AS timestamptz) - CAST({start} AS timestamptz))"
 
 
+def milliseconds_between(dialect: Dialect, start: str, end: str) -> str:
+    """Whole milliseconds from the ISO-8601 instant `start` to `end` (an integer, exact for
+    instants stored to the millisecond; NULL if either is): sums of them are exact too."""
+    if dialect == "sqlite":
+        return f"CAST(ROUND((julianday({end}) - julianday({start})) * 86400000.0) AS INTEGER)"
+    return (
+        "CAST(ROUND(EXTRACT(EPOCH FROM CAST("
+        f"{end} AS timestamptz) - CAST({start} AS timestamptz)) * 1000) AS BIGINT)"
+    )
+
+
 def earlier_by_more_than(dialect: Dialect, earlier: str, later: str, seconds: str) -> str:
     """The instant `earlier` lies more than `seconds` (a whole number: a placeholder) before
     `later`; both are ISO-8601 UTC text."""

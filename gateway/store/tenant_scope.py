@@ -68,5 +68,8 @@ class TenantDB:
     async def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
         return await self.db.execute_write(sql, _scoped(sql, params or {}, self.tenant_id))
 
+    async def read_fn(self, fn: Callable[[ScopedConnection], T]) -> T:
+        return await self.db.read_fn(lambda conn: fn(ScopedConnection(conn, self.tenant_id)))
+
     async def write_fn(self, fn: Callable[[ScopedConnection], T]) -> T:
         return await self.db.write_fn(lambda conn: fn(ScopedConnection(conn, self.tenant_id)))

@@ -3,7 +3,9 @@ database itself (not from a list kept by hand), with their columns, the kind of 
 column holds, their primary key, and the tables they reference, in an order where every
 table comes after the tables it references.
 
-`d1_migrations` is not data: it is the schema version, compared instead of copied.
+`d1_migrations` is not data: it is the schema version, compared instead of copied. Nor are
+the analytics rollups (0013): they are computed from `channel_messages_log`, and the
+importing gateway's rollup job computes them again from the rows it loaded.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from typing import Literal
 from gateway.store.engine import Connection
 
 MIGRATIONS_TABLE = "d1_migrations"
+DERIVED = frozenset(
+    ("message_hour_rollups", "message_day_rollups", "message_rollup_state", "message_rollup_dirty")
+)
 Kind = Literal["integer", "real", "text", "blob", "boolean", "other"]
 
 
@@ -88,7 +93,7 @@ def _table_names(conn: Connection, *, with_migrations: bool = False) -> list[str
             "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
         ).fetchall()
     names = sorted(str(row[0]) for row in rows)
-    return [n for n in names if with_migrations or n != MIGRATIONS_TABLE]
+    return [n for n in names if n not in DERIVED and (with_migrations or n != MIGRATIONS_TABLE)]
 
 
 def tables(conn: Connection) -> list[Table]:

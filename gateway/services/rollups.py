@@ -1,0 +1,331 @@
+"""Message figures over periods, read from the rollups (gateway/store/rollups.py) where they
+cover the period and from the messages elsewhere, with the same answer either way.
+
+A period [lo, hi) is cut into (`plan`):
+- whole UTC days, read from the day rows, where every hour of the day is rolled up and
+  none is marked dirty (`days=False` leaves them out: a series by local day needs hours);
+- whole UTC hours, read from the hour rows: rolled up (before the tenant's
+  `complete_before`) and not dirty;
+- the rest, read live from the messages: the partial hours at both ends, the hours since
+  `complete_before` (the current hour and the few minutes after an hour before the job has
+  rolled it up), and the dirty hours.
+
+A filter on a column the rollups are not split by (`agent`) reads the whole period live.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from gateway.ids import iso, parse_iso
+from gateway.store import rollups as store
+from gateway.store.engine import Row
+from gateway.store.tenant_scope import ScopedConnection, TenantDB
+
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+
+
+def floor_hour(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def ceil_hour(moment: datetime) -> datetime:
+    floor = floor_hour(moment)
+    return floor if floor == moment else floor + HOUR
+
+
+def floor_day(moment: datetime) -> datetime:
+    return floor_hour(moment).replace(hour=0)
+
+
+def hour_key(moment: datetime) -> str:
+    return iso(moment)[:13]
+
+
+def day_key(moment: datetime) -> str:
+    return iso(moment)[:10]
+
+
+def hour_of(key: str) -> datetime:
+    return datetime.fromisoformat(key + ":00:00+00:00")
+
+
+@dataclass
+class Plan:
+    """A period cut into day-key ranges, hour-key ranges and ISO ranges read live."""
+
+    days: list[tuple[str, str]] = field(default_factory=list)
+    hours: list[tuple[str, str]] = field(default_factory=list)
+    live: list[tuple[str, str]] = field(default_factory=list)
+
+
+def plan(
+    lo: datetime,
+    hi: datetime,
+    complete_before: datetime | None,
+    dirty: Sequence[str] = (),
+    *,
+    days: bool = True,
+) -> Plan:
+    """How to read [lo, hi): see the module's docstring. `dirty` are hour keys, sorted."""
+    cut = Plan()
+    start = ceil_hour(lo)
+    end = floor_hour(hi) if complete_before is None else min(floor_hour(hi), complete_before)
+    if complete_before is None or start >= end:
+        cut.live.append((iso(lo), iso(hi)))
+        return cut
+    live: list[tuple[datetime, datetime]] = []
+    if lo < start:
+        live.append((lo, start))
+    dirty_hours = [hour_of(key) for key in dirty]
+
+    def hours(low: datetime, high: datetime) -> None:
+        at = low
+        for hour in dirty_hours:
+            if low <= hour < high:
+                if at < hour:
+                    cut.hours.append((hour_key(at), hour_key(hour)))
+                live.append((hour, hour + HOUR))
+                at = hour + HOUR
+        if at < high:
+            cut.hours.append((hour_key(at), hour_key(high)))
+
+    first_day, last_day = floor_day(start), floor_day(end)
+    if first_day < start:
+        first_day += DAY
+    if days and first_day < last_day:
+        hours(start, first_day)
+        dirty_days = {floor_day(hour) for hour in dirty_hours}
+        day, run = first_day, None
+        while day < last_day:
+            if day in dirty_days:
+                if run is not None:
+                    cut.days.append((day_key(run), day_key(day)))
+                    run = None
+                hours(day, day + DAY)
+            elif run is None:
+                run = day
+            day += DAY
+        if run is not None:
+            cut.days.append((day_key(run), day_key(last_day)))
+        hours(last_day, end)
+    else:
+        hours(start, end)
+    if end < hi:
+        live.append((end, hi))
+    cut.live = [(iso(low), iso(high)) for low, high in _merged(live)]
+    return cut
+
+
+def _merged(ranges: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    merged: list[tuple[datetime, datetime]] = []
+    for low, high in sorted(ranges):
+        if merged and merged[-1][1] >= low:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+        else:
+            merged.append((low, high))
+    return merged
+
+
+# -- folding --------------------------------------------------------------------------------
+
+
+class Figures:
+    """The fold of rows of some of `store.FIGURES`, money as exact decimals of the floats."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = names
+        self.values: dict[str, Any] = {name: None for name in names}
+        self.recipients: set[int] = set()
+
+    def add(self, row: Row | Mapping[str, Any]) -> None:
+        for name in self.names:
+            figure = store.BY_NAME[name]
+            value = row[name]
+            if figure.money and value is not None:
+                value = Decimal(str(value))
+            self.values[name] = store.fold(figure, self.values[name], value)
+
+    def result(self) -> dict[str, Any]:
+        folded = dict(self.values)
+        for name, value in folded.items():
+            if value is None and store.BY_NAME[name].fold == "sum":
+                folded[name] = Decimal(0) if store.BY_NAME[name].money else 0
+        return folded
+
+
+_TABLES: tuple[tuple[str, store.Table], ...] = (
+    ("days", "message_day_rollups"),
+    ("hours", "message_hour_rollups"),
+)
+
+
+def _rolled_up(filters: Mapping[str, str | None]) -> bool:
+    return all(value is None or column in store.DIMENSIONS for column, value in filters.items())
+
+
+@dataclass
+class _Reading:
+    """The plans of several periods, their ranges numbered in one list per kind."""
+
+    plans: list[Plan]
+
+    def ranges(self, kind: str) -> tuple[list[tuple[str, str]], list[int]]:
+        ranges: list[tuple[str, str]] = []
+        owners: list[int] = []
+        for n, cut in enumerate(self.plans):
+            mine = getattr(cut, kind)
+            ranges += mine
+            owners += [n] * len(mine)
+        return ranges, owners
+
+
+def _coverage(
+    conn: ScopedConnection,
+    periods: Sequence[tuple[datetime, datetime]],
+    filters: Mapping[str, str | None],
+    *,
+    days: bool,
+) -> _Reading:
+    if not _rolled_up(filters):
+        return _Reading([plan(lo, hi, None) for lo, hi in periods])
+    low = hour_key(floor_hour(min(lo for lo, _ in periods)))
+    high = hour_key(ceil_hour(max(hi for _, hi in periods)) + HOUR)
+    before, dirty = store.coverage(conn, low, high)
+    complete = None if before is None else parse_iso(before)
+    return _Reading([plan(lo, hi, complete, dirty, days=days) for lo, hi in periods])
+
+
+def _fold_into(
+    results: list[Figures], rows: list[tuple[int, Row]], owners: list[int], *, sets: bool
+) -> None:
+    for arm, row in rows:
+        into = results[owners[arm]]
+        into.add(row)
+        if sets:
+            into.recipients.update(store.unpack(row["recipients"]))
+
+
+def read_figures(
+    conn: ScopedConnection,
+    periods: Sequence[tuple[datetime, datetime]],
+    names: Sequence[str],
+    filters: Mapping[str, str | None],
+    *,
+    recipients: bool = False,
+) -> list[dict[str, Any]]:
+    """The figures `names` of each period (and `unique_recipients` with `recipients`)."""
+    reading = _coverage(conn, periods, filters, days=True)
+    results = [Figures(names) for _ in periods]
+    for kind, table in _TABLES:
+        ranges, owners = reading.ranges(kind)
+        if ranges:
+            rows = store.rolled_figures(conn, table, ranges, names, filters, recipients=recipients)
+            _fold_into(results, rows, owners, sets=recipients)
+    ranges, owners = reading.ranges("live")
+    if ranges:
+        _fold_into(results, store.live_figures(conn, ranges, names, filters), owners, sets=False)
+        if recipients:
+            for arm, address in store.live_addresses(conn, ranges, filters):
+                results[owners[arm]].recipients.add(store.recipient_hash(address))
+    answers = []
+    for figures in results:
+        answer = figures.result()
+        if recipients:
+            answer["unique_recipients"] = len(figures.recipients)
+        answers.append(answer)
+    return answers
+
+
+def read_groups(
+    conn: ScopedConnection,
+    periods: Sequence[tuple[datetime, datetime]],
+    names: Sequence[str],
+    filters: Mapping[str, str | None],
+    group_by: Sequence[str],
+) -> list[dict[tuple[Any, ...], dict[str, Any]]]:
+    """The figures `names` of each period per value of the `group_by` columns (a subset of
+    `store.DIMENSIONS`)."""
+    reading = _coverage(conn, periods, filters, days=True)
+    results: list[dict[tuple[Any, ...], Figures]] = [{} for _ in periods]
+
+    def fold(rows: list[tuple[int, Row]], owners: list[int]) -> None:
+        for arm, row in rows:
+            key = tuple(row[column] for column in group_by)
+            groups = results[owners[arm]]
+            groups.setdefault(key, Figures(names)).add(row)
+
+    for kind, table in _TABLES:
+        ranges, owners = reading.ranges(kind)
+        if ranges:
+            rows = store.rolled_figures(conn, table, ranges, names, filters, group_by)
+            fold(rows, owners)
+    ranges, owners = reading.ranges("live")
+    if ranges:
+        fold(store.live_figures(conn, ranges, names, filters, group_by), owners)
+    return [{key: f.result() for key, f in groups.items()} for groups in results]
+
+
+def read_counts(
+    conn: ScopedConnection,
+    intervals: Sequence[tuple[datetime, datetime]],
+    filters: Mapping[str, str | None],
+) -> list[dict[str, int]]:
+    """total, delivered and failed of each interval (contiguous, ascending: the days of a
+    period in the tenant's time zone), from the hour rows and the live rest."""
+    names = ("total", "delivered", "failed")
+    reading = _coverage(conn, intervals, filters, days=False)
+    results = [Figures(names) for _ in intervals]
+    ranges, owners = reading.ranges("hours")
+    if ranges:
+        by_hour = {
+            row["hour"]: row
+            for row in store.hour_counts(conn, ranges[0][0], ranges[-1][1], filters)
+        }
+        for (low, high), owner in zip(ranges, owners, strict=True):
+            at = hour_of(low)
+            while hour_key(at) < high:
+                row = by_hour.get(hour_key(at))
+                if row is not None:
+                    results[owner].add(row)
+                at += HOUR
+    ranges, owners = reading.ranges("live")
+    if ranges:
+        _fold_into(results, store.live_figures(conn, ranges, names, filters), owners, sets=False)
+    return [figures.result() for figures in results]
+
+
+async def figures(
+    tdb: TenantDB,
+    periods: Sequence[tuple[datetime, datetime]],
+    names: Sequence[str],
+    filters: Mapping[str, str | None],
+    *,
+    recipients: bool = False,
+) -> list[dict[str, Any]]:
+    return await tdb.read_fn(
+        lambda conn: read_figures(conn, periods, names, filters, recipients=recipients)
+    )
+
+
+async def groups(
+    tdb: TenantDB,
+    periods: Sequence[tuple[datetime, datetime]],
+    names: Sequence[str],
+    filters: Mapping[str, str | None],
+    group_by: Sequence[str],
+) -> list[dict[tuple[Any, ...], dict[str, Any]]]:
+    return await tdb.read_fn(lambda conn: read_groups(conn, periods, names, filters, group_by))
+
+
+async def counts(
+    tdb: TenantDB,
+    intervals: Sequence[tuple[datetime, datetime]],
+    filters: Mapping[str, str | None],
+) -> list[dict[str, int]]:
+    return await tdb.read_fn(lambda conn: read_counts(conn, intervals, filters))
