@@ -29,7 +29,6 @@ from pathlib import Path
 
 from bench import common, seed
 from bench.common import Req
-from gateway.store.analytics import message_breakdown_sql, message_totals_sql
 
 
 @dataclass
@@ -64,24 +63,43 @@ def _metrics_request(tenant: common.Tenant) -> Req:
     return Req("GET", "/api/metrics/messages", dict(tenant.auth))
 
 
-def _query_times(db: Path, tenant_id: str) -> dict[str, float]:
-    """The metrics endpoint's two statements (gateway.store.analytics) run alone on a
-    read-only connection for the largest tenant, best of three: where its time goes."""
+async def _read_times(db_path: Path, tenant_id: str) -> dict[str, float]:
+    from gateway.db import Database
+    from gateway.services import rollups
     from gateway.services.analytics import resolve_period
+    from gateway.store.rollups import FIGURES
+    from gateway.store.tenant_scope import TenantDB
 
-    window = resolve_period(None, None, "Europe/Paris").window()
-    params = {**window.params(), "tenant_id": tenant_id}
-    out = {}
-    with common.connect(db) as conn:
-        for name, build in (("totals", message_totals_sql), ("breakdown", message_breakdown_sql)):
-            sql, extra = build({})
+    period = resolve_period(None, None, "Europe/Paris")
+    spans = [(period.start, period.end), (period.previous.start, period.previous.end)]
+    names = [figure.name for figure in FIGURES]
+    db = Database(db_path, read_connections=1)
+    db.start()
+    try:
+        tdb = TenantDB(db, tenant_id)
+        reads = {
+            "totals": lambda: rollups.figures(tdb, spans, names, {}, recipients=True),
+            "breakdown": lambda: rollups.groups(
+                tdb, spans, names[:5], {}, ("channel", "message_type")
+            ),
+        }
+        out = {}
+        for name, read in reads.items():
             best = float("inf")
             for _ in range(3):
                 began = time.perf_counter()
-                conn.execute(sql, {**params, **extra}).fetchall()
+                await read()
                 best = min(best, time.perf_counter() - began)
             out[name] = best * 1000
-    return out
+        return out
+    finally:
+        await db.close()
+
+
+def _query_times(db: Path, tenant_id: str) -> dict[str, float]:
+    """The metrics endpoint's two reads (gateway.services.rollups) run alone for the
+    largest tenant, best of three: where its time goes."""
+    return asyncio.run(_read_times(db, tenant_id))
 
 
 def measure_phase(
@@ -217,6 +235,8 @@ def main() -> None:
         for number, phase in enumerate(phases):
             with common.timed(f"seeding {phase.rows - seeded:,} messages"):
                 seconds = seed.insert(gw.db_path, plan, phase.rows - seeded, seed=2 + number)
+                steps, rolled = common.roll_up(gw.db_path)
+                phase.notes.append(f"rolled up in {rolled:.1f} s ({steps} steps)")
             phase.notes.append(f"seeded in {seconds:.0f} s")
             seeded = phase.rows
             measure_phase(ws, port, phase, top, median, args)

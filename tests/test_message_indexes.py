@@ -19,7 +19,8 @@ from gateway.store.tenant_scope import TenantDB
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = "2026-12-02T10:00:00.000Z"
-PROVEN_ELSEWHERE = {"ix_messages_analytics", "ix_messages_tenant_from"}
+# each searched by a test of its own query's plan (tests/test_analytics.py)
+PROVEN_ELSEWHERE = {"ix_messages_analytics", "ix_messages_tenant_from", "ix_messages_losing"}
 
 
 class _Nothing:

@@ -9,8 +9,11 @@ at all as the reference: they are the same SQL the analytics ran before there we
 
 from __future__ import annotations
 
+import json
 import random
+import sqlite3
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +25,9 @@ from gateway.store import rollups as store
 from gateway.store.tenant_scope import TenantDB
 from tests.conftest import Api
 from tests.test_analytics import insert
+from tests.test_transfer import cli_env, gateway_cli
+
+__all__ = ["cli_env"]  # a fixture, used by name
 
 NOW = datetime.now(UTC)
 TODAY = NOW.date()
@@ -364,3 +370,31 @@ def test_a_series_by_local_day_reads_hours_only() -> None:
     )
     assert cut.days == [] and cut.live == []
     assert cut.hours == [("2026-11-01T23", "2026-11-03T23")]
+
+
+def test_gateway_rollups_brings_them_up_to_date(
+    cli_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    database = tmp_path / "cli.sqlite3"
+    code, out, err = gateway_cli(capsys, cli_env, "tenant", "create", "--slug", "cli-rolled",
+                                 "--name", "Rolled", database=database)  # fmt: skip
+    assert code == 0, err
+    tenant_id = json.loads(out)["tenant"]["id"]
+    with sqlite3.connect(database) as conn:
+        rows = messages(random.Random(3), 50, 3)
+        for n, row in enumerate(rows):
+            row = {"id": f"msg_cli_{n}", "tenant_id": tenant_id, "metadata": "{}"} | row
+            row["updated_at"] = row["created_at"]
+            names, marks = ", ".join(row), ", ".join(f":{name}" for name in row)
+            conn.execute(f"INSERT INTO channel_messages_log ({names}) VALUES ({marks})", row)
+    code, out, err = gateway_cli(capsys, cli_env, "rollups", database=database)
+    assert code == 0, err
+    assert "analytics rollups up to date" in out
+    with sqlite3.connect(database) as conn:
+        (days,) = conn.execute("SELECT COUNT(*) FROM message_day_rollups").fetchone()
+        (state,) = conn.execute("SELECT complete_before FROM message_rollup_state").fetchone()
+    assert days > 0
+    closed = rollups.floor_hour(datetime.now(UTC) - MARGIN)
+    assert state in {iso(closed), iso(closed - rollups.HOUR)}  # the hour may turn meanwhile
+    code, out, _ = gateway_cli(capsys, cli_env, "rollups", database=database)
+    assert "(0 step(s))" in out

@@ -66,7 +66,7 @@ class RollupJob:
         while True:
             outcome = await self.run(now)
             taken += outcome["steps"]
-            if outcome["steps"] < self.max_steps:
+            if outcome["steps"] == 0:
                 return taken
 
     async def _dirty(self, steps: int) -> tuple[int, int]:
