@@ -215,15 +215,21 @@ async def test_changes_to_closed_hours_are_read_live_until_the_job_computes_them
     late = {"created_at": iso(NOW - timedelta(days=3)), "to_address": "+33699999999"}
     await insert(api, "channel_messages_log", tenant_id, late | {"status": "delivered"})
     dirty = await db.fetchall(
-        "SELECT hour FROM message_rollup_dirty WHERE tenant_id = :t", {"t": tenant_id}
-    )
+        "SELECT d.hour FROM message_rollup_dirty d JOIN message_rollup_state s "
+        "ON s.tenant_id = d.tenant_id WHERE d.tenant_id = :t "
+        "AND d.hour < substr(s.complete_before, 1, 13)",
+        {"t": tenant_id},
+    )  # marks at or after complete_before (an hour that ended meanwhile) go with its step
     assert len(dirty) > 3
     reference = await live_answers(api, tenant_id, key)
     assert await answers(api, tenant_id, key) == reference  # dirty hours read live
     outcome = await job.run()
-    assert outcome["dirty_hours"] == len(dirty)
+    assert outcome["dirty_hours"] >= len(dirty)
     left = await db.fetchall(
-        "SELECT hour FROM message_rollup_dirty WHERE tenant_id = :t", {"t": tenant_id}
+        "SELECT d.hour FROM message_rollup_dirty d JOIN message_rollup_state s "
+        "ON s.tenant_id = d.tenant_id WHERE d.tenant_id = :t "
+        "AND d.hour < substr(s.complete_before, 1, 13)",
+        {"t": tenant_id},
     )
     assert left == []
     assert await answers(api, tenant_id, key) == reference
@@ -252,7 +258,8 @@ async def test_writes_to_the_current_hour_mark_nothing(api: Api) -> None:
     )
     this_hour = now["created_at"][:13]
     if datetime.now(UTC).strftime("%Y-%m-%dT%H") == this_hour:  # the hour did not turn meanwhile
-        assert marks == []
+        # (seeded rows of an hour that ended since the module's NOW may carry marks)
+        assert this_hour not in {row["hour"] for row in marks}
 
 
 async def test_the_job_works_in_bounded_steps_and_leaves_the_current_hours_alone(
