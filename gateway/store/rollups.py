@@ -209,20 +209,23 @@ def live_addresses(
     conn: ScopedConnection,
     ranges: Sequence[tuple[str, str]],
     filters: Mapping[str, str | None],
-) -> list[tuple[int, str]]:
-    """(index of the range, address): the distinct recipients of each range."""
+    keys: Sequence[str] = (),
+) -> list[tuple[Any, ...]]:
+    """(index of the range, *keys, address): the distinct recipients of each range (and of
+    each value of the `keys` expressions)."""
     where, filter_params = _filters(filters)
-    found: list[tuple[int, str]] = []
+    selected = "".join(f"{key}, " for key in keys)
+    found: list[tuple[Any, ...]] = []
     offset = 0
     for chunk in _chunks(ranges):
         arms = " UNION ALL ".join(
-            f"SELECT DISTINCT {i} AS arm, to_address FROM channel_messages_log "
+            f"SELECT DISTINCT {i} AS arm, {selected}to_address FROM channel_messages_log "
             "WHERE direction = 'outbound' AND tenant_id = :tenant_id "
             f"AND created_at >= :lo{i} AND created_at < :hi{i}{where}"
             for i in range(len(chunk))
         )
         rows = conn.execute(arms, filter_params | _range_params(chunk)).fetchall()
-        found += [(offset + row[0], row[1]) for row in rows]
+        found += [(offset + row[0], *row[1:]) for row in rows]
         offset += len(chunk)
     return found
 
@@ -369,19 +372,13 @@ def compute_hours(conn: ScopedConnection, ranges: Sequence[tuple[str, str]]) -> 
     """Recompute the tenant's hour rows of `ranges` (ISO instants on the hour) from its
     messages, in the caller's write transaction: their dirty marks go first, so a change
     that lands after this statement's snapshot leaves its mark and is computed next time."""
-    params: dict[str, Any] = {}
-    keys = [(low[:13], high[:13]) for low, high in ranges]
-    for low, high in keys:
-        conn.execute(
-            "DELETE FROM message_rollup_dirty WHERE tenant_id = :tenant_id "
-            "AND hour >= :low AND hour < :high",
-            params | {"low": low, "high": high},
-        )
-        conn.execute(
-            "DELETE FROM message_hour_rollups WHERE tenant_id = :tenant_id "
-            "AND hour >= :low AND hour < :high",
-            params | {"low": low, "high": high},
-        )
+    for low, high in ranges:
+        for table in ("message_rollup_dirty", "message_hour_rollups"):
+            conn.execute(
+                f"DELETE FROM {table} WHERE tenant_id = :tenant_id "
+                "AND hour >= :low AND hour < :high",
+                {"low": low[:13], "high": high[:13]},
+            )
     hour = "substr(created_at, 1, 13)"
     names = [figure.name for figure in FIGURES]
     rows: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -389,17 +386,10 @@ def compute_hours(conn: ScopedConnection, ranges: Sequence[tuple[str, str]]) -> 
     for _, row in live_figures(conn, ranges, names, {}, by_hour):
         rows[(row["hour"], row["channel"], row["message_type"])] = dict(row)
     sets: dict[tuple[str, str, str], set[int]] = {key: set() for key in rows}
-    for chunk in _chunks(ranges):
-        arms = " UNION ALL ".join(
-            f"SELECT DISTINCT {hour}, channel, message_type, to_address FROM channel_messages_log "
-            "WHERE direction = 'outbound' AND tenant_id = :tenant_id "
-            f"AND created_at >= :lo{i} AND created_at < :hi{i}"
-            for i in range(len(chunk))
-        )
-        for h, channel, message_type, address in conn.execute(
-            arms, params | _range_params(chunk)
-        ).fetchall():
-            sets[(h, channel, message_type)].add(recipient_hash(address))
+    for _, h, channel, message_type, address in live_addresses(
+        conn, ranges, {}, (hour, *DIMENSIONS)
+    ):
+        sets[(h, channel, message_type)].add(recipient_hash(address))
     insert_rows(
         conn,
         "message_hour_rollups",
