@@ -46,6 +46,10 @@ class GroupProc(Proc):
                 os.killpg(self.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(5)
+        # a killed process runs on until the kernel has torn it down: return only once none does
+        deadline = time.monotonic() + 5
+        while self._group_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
         self._log.close()
 
     def _group_alive(self) -> bool:

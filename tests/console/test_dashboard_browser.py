@@ -86,7 +86,8 @@ def _open_dashboard(page: Any, console: Console) -> None:
 def _sections_loaded(page: Any) -> None:
     for section in ("#kpis .kpi", "#delivery svg", "#money svg", "#unprofitable p"):
         page.locator(section).first.wait_for()
-    assert page.locator("[aria-busy=true]").count() == 0
+    # a section swapped in last may still be busy when the others have shown: wait for it
+    expect(page.locator("[aria-busy=true]")).to_have_count(0)
 
 
 def _card(page: Any, key: str) -> Any:
