@@ -378,6 +378,21 @@ def test_a_series_by_local_day_reads_hours_only() -> None:
     assert cut.hours == [("2026-11-01T23", "2026-11-03T23")]
 
 
+def test_distinct_recipients_are_the_union_of_the_sets_and_the_live_addresses() -> None:
+    addresses = [f"+3361234{n:04d}" for n in range(3000)]
+    recipients = rollups.Recipients()
+    assert recipients.count() == 0
+    # overlapping hours: 0-1999 and 1000-2999, and live addresses seen in both or in neither
+    recipients.add_packed(store.pack(store.recipient_hash(a) for a in addresses[:2000]))
+    recipients.add_packed(store.pack(store.recipient_hash(a) for a in addresses[1000:]))
+    for address in (addresses[5], addresses[2500], "client@example.org", "client@example.org"):
+        recipients.add_address(address)
+    assert recipients.count() == 3001
+    lone = rollups.Recipients()
+    lone.add_address("+33612340000")
+    assert lone.count() == 1
+
+
 def test_gateway_rollups_brings_them_up_to_date(
     cli_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

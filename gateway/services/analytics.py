@@ -235,9 +235,9 @@ _ALL_FIGURES = [figure.name for figure in FIGURES]
 _BREAKDOWN_FIGURES = ("total", "delivered", "revenue", "cost", "margin")
 
 
-def _totals_row(figures: Mapping[str, Any]) -> dict[str, Any]:
+def _totals_row(figures: Mapping[str, Any], unique_recipients: int | None) -> dict[str, Any]:
     """The fold of a period's rollup figures, as `_message_figures` reads it."""
-    row = dict(figures)
+    row = dict(figures) | {"unique_recipients": unique_recipients}
     row["delivery_seconds"] = _dec(figures["delivery_ms"]) / 1000
     return row
 
@@ -261,18 +261,17 @@ async def message_metrics(
     tdb: TenantDB, period: Period, filters: dict[str, str | None]
 ) -> dict[str, Any]:
     spans = _spans(period)
-    totals = await rollups.figures(tdb, spans, _ALL_FIGURES, filters, recipients=True)
-    groups = await rollups.groups(
-        tdb, spans, _BREAKDOWN_FIGURES, filters, ("channel", "message_type")
+    readings = await rollups.readings(
+        tdb, spans, _ALL_FIGURES, filters, ("channel", "message_type"), recipients=True
     )
     result: dict[str, Any] = {
         "period": period.public(),
         "previous": period.previous.public(),
         "filters": filters,
     }
-    for n, name in enumerate(("current", "previous")):
-        figures = _message_figures(_totals_row(totals[n]))
-        breakdown = _breakdown_rows(name, groups[n])
+    for reading, name in zip(readings, ("current", "previous"), strict=True):
+        figures = _message_figures(_totals_row(reading.totals, reading.unique_recipients))
+        breakdown = _breakdown_rows(name, reading.groups)
         figures["by_message_type"] = _breakdown(breakdown, name, "message_type")
         figures["by_channel"] = _breakdown(breakdown, name, "channel")
         result[f"{name}_period"] = figures

@@ -239,20 +239,13 @@ def rolled_sql(
     figures: Sequence[str],
     filters: Mapping[str, str | None],
     group_by: Sequence[str] = (),
-    *,
-    recipients: bool = False,
 ) -> tuple[str, dict[str, Any]]:
     """The rows of `table` whose key (hour or day) is in each of `n` ranges [:lo{i}, :hi{i})
-    (keys), folded per range (and group), one arm each (labelled `arm`); with `recipients`,
-    the rows themselves, each with its `recipients`."""
+    (keys), folded per range (and group), one arm each (labelled `arm`)."""
     key = KEY[table]
     where, params = _filters(filters)
-    if recipients:
-        selected, grouped = "", ""
-        columns = "recipients, " + ", ".join(figures)
-    else:
-        selected, grouped = _group(group_by)
-        columns = ", ".join(f"{BY_NAME[name].fold.upper()}({name}) AS {name}" for name in figures)
+    selected, grouped = _group(group_by)
+    columns = ", ".join(f"{BY_NAME[name].fold.upper()}({name}) AS {name}" for name in figures)
     arms = [
         f"SELECT {i} AS arm, {selected}{columns} FROM {table} WHERE tenant_id = :tenant_id "
         f"AND {key} >= :lo{i} AND {key} < :hi{i}{where}{grouped}"
@@ -268,19 +261,38 @@ def rolled_figures(
     figures: Sequence[str],
     filters: Mapping[str, str | None],
     group_by: Sequence[str] = (),
-    *,
-    recipients: bool = False,
 ) -> list[tuple[int, Row]]:
     """(index of the range, row) for each range (and group) of `rolled_sql` with rows."""
     found: list[tuple[int, Row]] = []
     offset = 0
     for chunk in _chunks(ranges):
-        sql, params = rolled_sql(
-            table, len(chunk), figures, filters, group_by, recipients=recipients
-        )
+        sql, params = rolled_sql(table, len(chunk), figures, filters, group_by)
         for row in conn.execute(sql, params | _range_params(chunk)).fetchall():
             if row["total"]:
                 found.append((offset + row["arm"], row))
+        offset += len(chunk)
+    return found
+
+
+def rolled_recipients(
+    conn: ScopedConnection,
+    table: Table,
+    ranges: Sequence[tuple[str, str]],
+    filters: Mapping[str, str | None],
+) -> list[tuple[int, bytes]]:
+    """(index of the range, packed recipients) of each row of `table` in the ranges."""
+    key = KEY[table]
+    where, params = _filters(filters)
+    found: list[tuple[int, bytes]] = []
+    offset = 0
+    for chunk in _chunks(ranges):
+        sql = " UNION ALL ".join(
+            f"SELECT {i} AS arm, recipients FROM {table} WHERE tenant_id = :tenant_id "
+            f"AND {key} >= :lo{i} AND {key} < :hi{i}{where}"
+            for i in range(len(chunk))
+        )
+        rows = conn.execute(sql, params | _range_params(chunk)).fetchall()
+        found += [(offset + row[0], bytes(row[1])) for row in rows]
         offset += len(chunk)
     return found
 
