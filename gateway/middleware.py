@@ -8,13 +8,13 @@ import json
 import logging
 import re
 import time
-import uuid
 from typing import Any
 
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import ApiError, PayloadTooLarge, RequestTimeout
+from gateway.ids import random_hex
 
 access_log = logging.getLogger("gateway.access")
 error_log = logging.getLogger("gateway.error")
@@ -37,7 +37,7 @@ class RequestLogMiddleware:
             return
         headers = dict(scope.get("headers") or [])
         incoming = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if _REQUEST_ID.match(incoming) else random_hex(16)
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import random
+
 import pytest
 
+from gateway.services import segments
 from gateway.services.segments import analyze, split_parts
 
 GRIN = "\N{GRINNING FACE}"  # outside the BMP: two UTF-16 code units
@@ -108,3 +111,16 @@ def test_emoji_moves_whole_to_next_part() -> None:
 
 def test_empty_text_has_no_parts() -> None:
     assert split_parts("") == []
+
+
+def test_units_and_encoding_match_the_cost_of_each_character() -> None:
+    """`analyze` counts in C; each character's cost, added one by one, is the definition."""
+    rng = random.Random(7)
+    alphabet = "aZ09 @£é\nΔ€^{}[]~|\\ñ" + "ç中😀\ud800ÿ"
+    for _ in range(500):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 400)))
+        gsm = all(c in segments._GSM7_BASIC or c in segments._GSM7_EXTENSION for c in text)
+        encoding = "GSM-7" if gsm else "UCS-2"
+        info = segments.analyze(text)
+        assert info.encoding == encoding, text
+        assert info.units == sum(segments._cost(c, encoding) for c in text), text

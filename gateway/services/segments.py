@@ -49,11 +49,19 @@ class SegmentInfo:
     per_segment: int  # capacity of each segment as applied: 160/153 or 70/67
 
 
+_GSM7 = _GSM7_BASIC | _GSM7_EXTENSION
+
+
 def _encoding_of(text: str) -> Encoding:
-    for char in text:
-        if char not in _GSM7_BASIC and char not in _GSM7_EXTENSION:
-            return "UCS-2"
-    return "GSM-7"
+    return "GSM-7" if _GSM7.issuperset(text) else "UCS-2"
+
+
+def _units(text: str, encoding: Encoding) -> int:
+    """The sum of `_cost` over the text, counted in C (every send analyses its text)."""
+    if encoding == "GSM-7":
+        return len(text) + sum(map(text.count, _GSM7_EXTENSION))
+    # UTF-16 code units; a lone surrogate (valid JSON, "\ud800") is one unit, as in `_cost`
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 def _cost(char: str, encoding: Encoding) -> int:
@@ -76,7 +84,7 @@ def _part_bounds(text: str, encoding: Encoding, capacity: int) -> Iterator[tuple
 
 def analyze(text: str) -> SegmentInfo:
     encoding = _encoding_of(text)
-    units = sum(_cost(char, encoding) for char in text)
+    units = _units(text, encoding)
     if not text:
         return SegmentInfo(encoding, 0, 0, 0, _SINGLE_LIMIT[encoding])
     if units <= _SINGLE_LIMIT[encoding]:
